@@ -1,0 +1,84 @@
+"""The ``spermseg`` command: a dispatcher over one module per subcommand.
+
+Each subcommand module in ``spermseg.cli`` defines:
+
+* ``HELP``: a one-line description,
+* ``add_arguments(parser: argparse.ArgumentParser) -> None``,
+* ``run(args: argparse.Namespace) -> int``: a thin wrapper over a typed library function; returns the exit code.
+
+Modules are imported only when their command runs, so ``spermseg --help`` is fast. User errors
+(:class:`spermseg.errors.SpermsegError`) are printed as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from spermseg import __version__
+
+# command name -> (module under spermseg.cli, one-line help). The help is duplicated here so that the top-level
+# --help does not import every module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("data", "inspect and validate datasets (spermseg data check ROOT)"),
+    "synth": ("synth", "generate a synthetic ICSI dataset with truth and three noisy raters"),
+    "evaluate": ("evaluate", "score soft masks against a rater or an aggregate (AP, IoU, IoU', Brier)"),
+    "agreement": ("agreement", "inter-rater agreement (paper Table 2)"),
+    "models": ("models", "list the registered models with parameter counts and MACs"),
+    "train": ("train", "train one base model or ensembling network"),
+    "train-many": ("train_many", "train a grid of models x seeds, skipping finished runs"),
+    "summarize": ("summarize", "mean +- std per model over seeds (paper Table 3)"),
+    "masks": ("masks", "cache the soft masks of trained base models"),
+    "ensemble": ("ensemble", "train and evaluate ensembling networks (paper Section 4, Table 3)"),
+    "reproduce": ("reproduce", "run the paper's protocol end to end and write the report"),
+    "demo": ("demo", "synthetic data -> small reproduce run -> report (the main job)"),
+    "predict": ("predict", "segment images, folders and videos with a trained model or bundle"),
+    "bundle": ("bundle", "pack base models, an ensemble, normalization and threshold into one directory"),
+    "export": ("export", "export a model bundle to ONNX"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spermseg",
+        description="Whole-sperm segmentation for blurry ICSI microscopy: data, models, ensembling, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"spermseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process. Returns the exit code (0 ok, 1 failure found, 2 user error)."""
+    from spermseg.errors import SpermsegError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        args = parser.parse_args(argv)  # prints help/version or an 'invalid choice' error
+        parser.print_help()
+        return 0 if args.command is None and not argv else 2
+    name = argv[0]
+    module_name, help_text = COMMANDS[name]
+    try:
+        module = importlib.import_module(f"spermseg.cli.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"spermseg.cli.{module_name}":
+            print(f"spermseg: command '{name}' is not available in this version", file=sys.stderr)
+            return 2
+        raise
+    sub = argparse.ArgumentParser(prog=f"spermseg {name}", description=getattr(module, "HELP", help_text))
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except SpermsegError as exc:
+        print(f"spermseg {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spermseg {name}: interrupted", file=sys.stderr)
+        return 130
