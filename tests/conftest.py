@@ -1,0 +1,28 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The real three-rater dataset lies beside the repository (never inside it); tests using it skip when absent.
+SPERMPARSING = Path(os.environ.get("SPERMSEG_SPERMPARSING", Path(__file__).resolve().parents[2] / "shared" / "data" /
+                                   "spermparsing"))
+
+
+@pytest.fixture(scope="session")
+def spermparsing_root() -> Path:
+    """Path of ../shared/data/spermparsing (SegSperm layout, 640x512, GT1-GT3); skips when not present."""
+    if not (SPERMPARSING / "test_small" / "images").is_dir():
+        pytest.skip(f"real dataset not found at {SPERMPARSING}")
+    return SPERMPARSING
+
+
+@pytest.fixture(autouse=True)
+def _few_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests deterministic and polite on the 2-core CI machine."""
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
