@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 # The real three-rater dataset lies beside the repository (never inside it); tests using it skip when absent.
-SPERMPARSING = Path(os.environ.get("SPERMSEG_SPERMPARSING", Path(__file__).resolve().parents[2] / "shared" / "data" /
-                                   "spermparsing"))
+SPERMPARSING = Path(
+    os.environ.get("SPERMSEG_SPERMPARSING", Path(__file__).resolve().parents[2] / "shared" / "data" / "spermparsing")
+)
 
 
 @pytest.fixture(scope="session")

@@ -53,9 +53,7 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, base: T | None = 
     for key, value in data.items():
         key = str(key).replace("-", "_")
         if key not in fields:
-            raise ConfigError(
-                f"unknown config key '{where + key}'; valid keys: {', '.join(sorted(fields))}"
-            )
+            raise ConfigError(f"unknown config key '{where + key}'; valid keys: {', '.join(sorted(fields))}")
         tp = hints[key]
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and not isinstance(current, type):
@@ -88,8 +86,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"bad value for '{key}': {value!r}; valid values: {', '.join(map(str, args))}")
         return value
     if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v != ""]
+        if isinstance(value, str):  # "5,15" from a --set override
+            import yaml
+
+            value = [v.strip() if args and args[0] is str else yaml.safe_load(v) for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             value = [value]
         item_tp = args[0] if args else Any

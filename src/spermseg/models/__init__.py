@@ -22,7 +22,7 @@ def create_ensemble(kind: str, n_masks: int, **kwargs):  # noqa: ANN201 - thin l
 
 
 def list_ensembles() -> list[str]:
-    """Names of the ensembling kinds (``avg``, ``ens_s``, ``ens_is``, ``ens_concat``, ``ens_att_v1``, ``ens_att_v2``)."""
+    """Names of the ensembling kinds: ``avg``, ``ens_s``, ``ens_is``, ``ens_concat``, ``ens_att_v1``, ``ens_att_v2``."""
     from spermseg.models.ensemble import ENSEMBLE_KINDS
 
     return list(ENSEMBLE_KINDS)
