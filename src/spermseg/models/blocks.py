@@ -149,3 +149,47 @@ class CBAM(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 # Family-contributed shared blocks go below, grouped by idea.
 # --------------------------------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------------------------------
+# U-shaped encoder: a double convolution per level, 2x2 max-pooling between levels (Ronneberger et al. 2015).
+# The contracting path of unet, att_unet, unet_pp (its backbone column X_{i,0}) and unet3p.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def doubling_channels(width: int, levels: int) -> list[int]:
+    """Channels per level of a U-shaped network that doubles the width at each downsampling.
+
+    Args:
+        width: channels at full resolution (64 in the original U-Net).
+        levels: number of resolution levels (number of poolings + 1).
+
+    Returns:
+        ``[width, 2 * width, 4 * width, ...]`` of length ``levels``.
+    """
+    return [width * 2**i for i in range(levels)]
+
+
+class UNetEncoder(nn.Module):
+    """Contracting path: ``DoubleConv`` at full resolution, then (max-pool 2x2, ``DoubleConv``) per level.
+
+    Args:
+        in_channels: input channels C.
+        channels: output channels of each level, e.g. ``[64, 128, 256, 512, 1024]`` (4 poolings).
+
+    Forward: (B, C, H, W) with H, W divisible by ``2 ** (len(channels) - 1)`` -> list of feature maps, level ``i``
+    of shape (B, channels[i], H / 2**i, W / 2**i); the last one is the bottleneck.
+    """
+
+    def __init__(self, in_channels: int, channels: list[int] | tuple[int, ...]) -> None:
+        super().__init__()
+        cins = [in_channels, *channels[:-1]]
+        self.stages = nn.ModuleList(DoubleConv(cin, cout) for cin, cout in zip(cins, channels, strict=True))
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
