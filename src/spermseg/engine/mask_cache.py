@@ -49,29 +49,20 @@ _CHUNK = 64
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """The ``.safetensors`` file of a run directory (its best checkpoint), a checkpoint stem or file.
+    """The ``.safetensors`` file of a run directory (its ``best`` checkpoint, else ``last``), stem or file.
 
     Args:
         path: ``RUN_DIR``, ``RUN_DIR/best``, ``RUN_DIR/best.safetensors`` or ``RUN_DIR/best.json``.
 
     Returns:
-        The existing ``.safetensors`` path.
+        The existing ``.safetensors`` path (resolution as in :func:`spermseg.engine.checkpoints.resolve_checkpoint`).
 
     Raises:
         CheckpointError: when no checkpoint is found there.
     """
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / "best.safetensors"
-    elif path.suffix in (".safetensors", ".json"):
-        candidate = path.with_suffix(".safetensors")
-    else:
-        candidate = path.with_name(path.name + ".safetensors")
-    if not candidate.is_file():
-        raise CheckpointError(
-            f"no checkpoint at {candidate}; pass a finished run directory (with best.safetensors) or a checkpoint file"
-        )
-    return candidate
+    from spermseg.engine.checkpoints import resolve_checkpoint
+
+    return resolve_checkpoint(path).with_suffix(".safetensors")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -426,11 +417,9 @@ def _load_model(ckpt: Path) -> Any:
 
 def _load_model_info(run: Path, ckpt: Path, sha: str) -> dict[str, Any]:
     """Provenance of a base model from its checkpoint sidecar (``.json``) and its run directory."""
-    sidecar = ckpt.with_suffix(".json")
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read checkpoint metadata {sidecar}: {exc}; retrain or restore it") from None
+    from spermseg.engine.checkpoints import read_meta
+
+    meta = read_meta(ckpt)
     if meta.get("kind", "base") != "base":
         raise CheckpointError(f"{ckpt} is an ensembling network, not a base model; pass base-model runs to --models")
     config = meta.get("config") or {}
