@@ -1,0 +1,162 @@
+"""Training losses: BCE (the paper's), Dice + BCE, focal, positive-class weights, and deep supervision.
+
+All losses take logits and a {0,1} float target of the same shape (B, K, H, W) and return a scalar mean. They are
+computed in float32 even under bf16 autocast (the caller casts the logits), because the log-sigmoid of a bf16
+logit loses the small probabilities that matter for thin tails.
+
+Deep supervision (paper Eq. 3): a model that returns ``(logits, [aux, ...])`` in training mode is trained on the
+alpha-weighted sum of the same loss over all outputs, each up-sampled to the target's size. Base models with
+auxiliary outputs (e.g. ``unet3p``, ``unet_pp``) and the ensembling networks use the same function,
+:func:`deep_supervision_loss`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from spermseg.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from spermseg.engine.config import LossConfig
+
+LOSSES = ("bce", "dice_bce", "focal")
+
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+def bce_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy on logits, optionally weighting positive pixels (class weighting 1:pos_weight).
+
+    Args:
+        logits: (B, K, H, W) raw scores.
+        target: (B, K, H, W) float in {0, 1} (soft targets in [0, 1] also work).
+        pos_weight: weight of the positive class; 1 is plain BCE, the paper also tried 2, 3 and 5.
+
+    Returns:
+        Scalar mean loss.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    weight = None
+    if pos_weight != 1.0:
+        weight = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice per image and channel, averaged; ``eps`` keeps empty masks from dividing by zero.
+
+    Args:
+        logits: (B, K, H, W) raw scores.
+        target: (B, K, H, W) float in [0, 1].
+        eps: additive smoothing of numerator and denominator (in pixels).
+    """
+    import torch
+
+    prob = torch.sigmoid(logits)
+    dims = (-2, -1)
+    inter = (prob * target).sum(dims)
+    total = prob.sum(dims) + target.sum(dims)
+    return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
+
+
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = None, pos_weight: float = 1.0
+) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017): BCE scaled by (1 - p_t)^gamma, optional alpha balancing.
+
+    Args:
+        logits: (B, K, H, W) raw scores.
+        target: (B, K, H, W) float in {0, 1}.
+        gamma: focusing parameter; 0 gives (weighted) BCE.
+        alpha: weight of the positive class in (0, 1) (negatives get 1 - alpha); None disables it.
+        pos_weight: extra weight of positive pixels, as for :func:`bce_loss`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    prob = torch.sigmoid(logits)
+    p_t = prob * target + (1.0 - prob) * (1.0 - target)
+    loss = ce * (1.0 - p_t).pow(gamma)
+    if alpha is not None:
+        loss = loss * (alpha * target + (1.0 - alpha) * (1.0 - target))
+    if pos_weight != 1.0:
+        loss = loss * (1.0 + (pos_weight - 1.0) * target)
+    return loss.mean()
+
+
+def build_loss(cfg: LossConfig) -> LossFn:
+    """Return ``loss(logits, target) -> scalar`` for a :class:`~spermseg.engine.config.LossConfig`.
+
+    Raises:
+        ConfigError: unknown loss name or invalid parameter.
+    """
+    if cfg.name not in LOSSES:
+        raise ConfigError(f"unknown loss '{cfg.name}'; valid losses: {', '.join(LOSSES)}")
+    if cfg.pos_weight <= 0:
+        raise ConfigError(f"loss.pos_weight must be > 0, got {cfg.pos_weight}")
+    alpha = cfg.focal_alpha if cfg.focal_alpha is not None and cfg.focal_alpha >= 0 else None
+    if alpha is not None and not 0.0 < alpha < 1.0:
+        raise ConfigError(f"loss.focal_alpha must be in (0, 1) or null, got {alpha}")
+
+    if cfg.name == "bce":
+        return lambda logits, target: bce_loss(logits, target, cfg.pos_weight)
+    if cfg.name == "dice_bce":
+        return lambda logits, target: (
+            bce_loss(logits, target, cfg.pos_weight) + cfg.dice_weight * soft_dice_loss(logits, target)
+        )
+    return lambda logits, target: focal_loss(logits, target, cfg.focal_gamma, alpha, cfg.pos_weight)
+
+
+def deep_supervision_loss(
+    logits: torch.Tensor,
+    aux: Sequence[torch.Tensor],
+    target: torch.Tensor,
+    loss_fn: LossFn,
+    alphas: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Alpha-weighted sum of ``loss_fn`` over the main output and the auxiliary outputs (paper Eq. 3).
+
+    Each output is bilinearly up-sampled (as logits) to the target's size before the loss, which is the paper's
+    "up-sampled estimate of a at scale s".
+
+    Args:
+        logits: (B, K, H, W) main output.
+        aux: auxiliary logits, each (B, K, h, w) at any resolution; may be empty (then this is ``loss_fn``).
+        target: (B, K, H, W) float target.
+        loss_fn: per-output loss, e.g. from :func:`build_loss`.
+        alphas: one weight per output, main first (``1 + len(aux)`` values). ``None`` or empty: 1 for every
+            output. A single value is used for the main output and 1 for the others.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ConfigError: when a given alpha list has the wrong length.
+    """
+    from spermseg.models.blocks import resize_to
+
+    outputs = [logits, *aux]
+    weights = [1.0] * len(outputs) if not alphas else list(alphas)
+    if len(weights) == 1 and len(outputs) > 1:
+        weights = weights + [1.0] * (len(outputs) - 1)
+    if len(weights) != len(outputs):
+        raise ConfigError(
+            f"loss.alphas has {len(weights)} values but the model returns {len(outputs)} outputs "
+            f"(main + {len(aux)} auxiliary); set loss.alphas to {len(outputs)} values or leave it empty"
+        )
+    total = None
+    size = target.shape[-2:]
+    for weight, out in zip(weights, outputs):
+        if weight == 0:
+            continue
+        term = weight * loss_fn(resize_to(out.float(), size), target)
+        total = term if total is None else total + term
+    if total is None:  # every weight zero: a valid (if useless) configuration; keep the graph connected
+        total = logits.float().sum() * 0.0
+    return total
