@@ -1,0 +1,287 @@
+"""Image normalization and data augmentation of the paper (Section 5, Fig. 8), on batched tensors.
+
+Normalization (per image, over all its pixels and channels; ``eps = 1e-6``):
+
+* ``none``:   ``y = x`` (x in [0, 1]).
+* ``mean``:   ``y = x - mean(x)``, so the homogeneous background sits near 0 whatever the illumination.
+* ``minmax``: ``z = x - mean(x)``; ``y = z / max(|z|)``, so ``y`` lies in [-1, 1], the mean maps to 0 and the
+  pixel farthest from the mean to exactly +1 or -1 (the "range extension" after mean subtraction of Fig. 8;
+  it stretches the contrast of dim and bright images alike). A constant image (``max|z| < eps``) maps to 0.
+
+Augmentation (:class:`Augmenter`), each operation applied to each image independently with probability ``p``
+(0.5, as in the paper), in this order:
+
+1. horizontal flip, 2. vertical flip (exact, no interpolation);
+3. rotation by an angle uniform in [-rotation_degrees, rotation_degrees] (default 180: any orientation) and
+   4. zoom by a scale log-uniform in [0.67, 1/0.67] (> 1 zooms in), combined into one affine warp about the image
+   centre (bilinear; outside pixels are filled by reflection, for the image and the masks alike, so they still
+   line up). Masks are warped as floats and re-binarized at 0.5;
+5. Gaussian blur of the image with a kernel size k drawn uniformly from the integers in [2, 10]; sigma follows
+   OpenCV's rule ``sigma = 0.3 * ((k - 1) / 2 - 1) + 0.8`` (0.65 for k=2 ... 1.85 for k=10) and the applied
+   kernel has odd size k + 1 when k is even (an even kernel has no centre pixel and would shift the image by
+   half a pixel); reflect padding;
+6. contrast change by a factor c uniform in [1 - 0.2, 1 + 0.2] about the image mean: ``x = (x - mean) c + mean``;
+7. brightness change by a factor b uniform in [1 - 0.3, 1 + 0.3]: ``x = x b`` (relative, so +-30% means 30% of
+   the image's own brightness);
+then the image is clipped to [0, 1]. Photometric operations (5-7) never touch the masks.
+
+All random numbers come from the ``torch.Generator`` passed to the call (drawn on the generator's device,
+normally the CPU), and the same number of values is drawn whatever is applied, so a seed reproduces the same
+augmentation on CPU and GPU. Apply augmentation on [0, 1] images first, then :func:`normalize`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spermseg.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+NORMALIZATIONS: tuple[str, ...] = ("none", "mean", "minmax")
+#: Augmentation operations, in the order they are applied.
+AUGMENT_OPS: tuple[str, ...] = ("hflip", "vflip", "rotate", "zoom", "blur", "contrast", "brightness")
+_EPS = 1e-6
+
+
+def normalize(x: Any, mode: str) -> Any:
+    """Normalize images per image (see the module docstring for the formulas).
+
+    Args:
+        x: torch tensor (B, C, H, W), or numpy array (H, W) or (N, H, W), float in [0, 1].
+        mode: one of :data:`NORMALIZATIONS`.
+
+    Returns:
+        Same type, shape and device as ``x`` (float32 for numpy); ``none`` returns ``x`` unchanged.
+
+    Raises:
+        ConfigError: unknown mode or unsupported shape.
+    """
+    if mode not in NORMALIZATIONS:
+        raise ConfigError(f"unknown normalization '{mode}'; valid: {', '.join(NORMALIZATIONS)}")
+    if isinstance(x, np.ndarray):
+        if x.ndim not in (2, 3):
+            raise ConfigError(f"normalize expects a numpy (H, W) or (N, H, W) array, got shape {x.shape}")
+        if mode == "none":
+            return x
+        axes = (-2, -1)
+        z = x.astype(np.float32) - x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
+        if mode == "mean":
+            return z
+        scale = np.abs(z).max(axis=axes, keepdims=True)
+        return np.where(scale > _EPS, z / np.maximum(scale, _EPS), np.float32(0.0)).astype(np.float32)
+    if getattr(x, "ndim", None) != 4:
+        raise ConfigError(f"normalize expects a torch tensor (B, C, H, W), got shape {tuple(getattr(x, 'shape', ()))}")
+    if mode == "none":
+        return x
+    dims = (1, 2, 3)
+    z = x - x.mean(dim=dims, keepdim=True)
+    if mode == "mean":
+        return z
+    scale = z.abs().amax(dim=dims, keepdim=True)
+    return (z / scale.clamp_min(_EPS)) * (scale > _EPS)
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation settings (defaults: the paper's).
+
+    Attributes:
+        enabled: master switch.
+        p: probability of each operation, per image.
+        ops: operations to use (subset of :data:`AUGMENT_OPS`; their order of application is fixed).
+        rotation_degrees: maximum absolute rotation angle.
+        zoom: (min, max) scale; sampled log-uniformly so zooming in and out are equally likely.
+        blur_kernel: (min, max) Gaussian kernel size, integers, inclusive.
+        contrast: maximum relative contrast change (0.2 = +-20%).
+        brightness: maximum relative brightness change (0.3 = +-30%).
+        padding_mode: how warped images and masks are filled outside the input: ``reflection``, ``border`` or
+            ``zeros`` (the same mode for image and masks, so they stay aligned).
+    """
+
+    enabled: bool = True
+    p: float = 0.5
+    ops: tuple[str, ...] = AUGMENT_OPS
+    rotation_degrees: float = 180.0
+    zoom: tuple[float, float] = (0.67, 1 / 0.67)
+    blur_kernel: tuple[int, int] = (2, 10)
+    contrast: float = 0.2
+    brightness: float = 0.3
+    padding_mode: str = "reflection"
+
+    def validate(self) -> None:
+        """Raise ConfigError on inconsistent values."""
+        unknown = [o for o in self.ops if o not in AUGMENT_OPS]
+        if unknown:
+            raise ConfigError(f"unknown augmentation ops {unknown}; valid: {', '.join(AUGMENT_OPS)}")
+        if not 0.0 <= self.p <= 1.0:
+            raise ConfigError(f"augment.p must be in [0, 1], got {self.p}")
+        if len(self.zoom) != 2 or not 0 < self.zoom[0] <= self.zoom[1]:
+            raise ConfigError(f"augment.zoom must be (min, max) with 0 < min <= max, got {self.zoom}")
+        if len(self.blur_kernel) != 2 or not 1 <= self.blur_kernel[0] <= self.blur_kernel[1]:
+            raise ConfigError(f"augment.blur_kernel must be (min, max) with 1 <= min <= max, got {self.blur_kernel}")
+        if not 0 <= self.contrast < 1 or not 0 <= self.brightness < 1:
+            raise ConfigError("augment.contrast and augment.brightness must be in [0, 1)")
+        if self.padding_mode not in ("reflection", "border", "zeros"):
+            raise ConfigError(f"augment.padding_mode must be reflection, border or zeros, got {self.padding_mode}")
+
+
+def blur_sigma(k: int | float) -> float:
+    """Gaussian sigma for a nominal kernel size ``k`` (OpenCV's ``getGaussianKernel`` rule)."""
+    return 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+
+
+def gaussian_kernels(sizes: torch.Tensor, radius: int) -> torch.Tensor:
+    """1-D normalized Gaussian kernels of length ``2 radius + 1`` for nominal sizes ``sizes`` (B,).
+
+    A nominal size k has support k (odd) or k + 1 (even); taps beyond that support are zero.
+
+    Returns:
+        (B, 2 radius + 1) float32 kernels, each summing to 1.
+    """
+    import torch
+
+    k = sizes.to(torch.float32)
+    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+    half = torch.div(sizes, 2, rounding_mode="floor")  # k odd: (k-1)/2; k even: k/2 (kernel k + 1)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=sizes.device)
+    w = torch.exp(-0.5 * (x[None, :] / sigma[:, None]) ** 2) * (x[None, :].abs() <= half[:, None])
+    return w / w.sum(dim=1, keepdim=True)
+
+
+class Augmenter:
+    """Random augmentation of a batch of images with their masks (see the module docstring).
+
+    Example:
+        >>> aug = Augmenter(AugmentConfig())
+        >>> g = torch.Generator().manual_seed(0)
+        >>> images, masks = aug(images, masks, g)   # (B, 1, H, W) in [0, 1], (B, K, H, W) in {0, 1}
+    """
+
+    def __init__(self, cfg: AugmentConfig | None = None) -> None:
+        self.cfg = cfg or AugmentConfig()
+        self.cfg.validate()
+
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Augment a batch.
+
+        Args:
+            images: (B, C, H, W) float images in [0, 1] (C = 1 for gray), any device.
+            masks: (B, K, H, W) float masks in {0, 1} (K = number of rater/part masks), or ``None``. They
+                get exactly the geometric transform of their image and are re-binarized at 0.5.
+            generator: source of randomness (any device; values are moved to the images' device).
+
+        Returns:
+            ``(images, masks)`` with the same shapes, dtypes and device; masks contain only 0 and 1.
+        """
+        import torch
+
+        if images.ndim != 4:
+            raise ConfigError(f"Augmenter expects images (B, C, H, W), got shape {tuple(images.shape)}")
+        if masks is not None and (
+            masks.ndim != 4 or masks.shape[0] != images.shape[0] or masks.shape[2:] != images.shape[2:]
+        ):
+            raise ConfigError(
+                f"Augmenter expects masks (B, K, H, W) matching images {tuple(images.shape)}, got {tuple(masks.shape)}"
+            )
+        cfg = self.cfg
+        b = images.shape[0]
+        # Draw every random number up front, in a fixed order and amount: reproducible whatever gets applied.
+        gdev = generator.device
+        apply = torch.rand(len(AUGMENT_OPS), b, generator=generator, device=gdev) < cfg.p
+        u = torch.rand(5, b, generator=generator, device=gdev, dtype=torch.float64)
+        lo_k, hi_k = cfg.blur_kernel
+        ksize = torch.randint(lo_k, hi_k + 1, (b,), generator=generator, device=gdev)
+        if not cfg.enabled or b == 0:
+            return images, masks
+        on = {op: apply[i].cpu() & (op in cfg.ops) for i, op in enumerate(AUGMENT_OPS)}
+        u = u.cpu()
+        angle = (2 * u[0] - 1) * math.radians(cfg.rotation_degrees)
+        log_lo, log_hi = math.log(cfg.zoom[0]), math.log(cfg.zoom[1])
+        scale = torch.exp(log_lo + (log_hi - log_lo) * u[1])
+        contrast = 1 + (2 * u[2] - 1) * cfg.contrast
+        brightness = 1 + (2 * u[3] - 1) * cfg.brightness
+
+        dev = images.device
+        n_img = images.shape[1]
+        x = images if masks is None else torch.cat([images, masks.to(images.dtype)], dim=1)
+        x = x.clone()
+        # 1-2. flips: exact index reversal
+        for op, dim in (("hflip", 3), ("vflip", 2)):
+            idx = on[op].nonzero().flatten().to(dev)
+            if idx.numel():
+                x[idx] = x[idx].flip(dim)
+        # 3-4. rotation and zoom: one affine warp for the samples that get either
+        rot = on["rotate"]
+        zoom = on["zoom"]
+        warp = (rot | zoom).nonzero().flatten()
+        if warp.numel():
+            theta = _affine_theta(
+                torch.where(rot, angle, torch.zeros_like(angle))[warp],
+                torch.where(zoom, scale, torch.ones_like(scale))[warp],
+                height=x.shape[2],
+                width=x.shape[3],
+            ).to(device=dev, dtype=x.dtype)
+            idx = warp.to(dev)
+            import torch.nn.functional as F
+
+            grid = F.affine_grid(theta, [len(warp), x.shape[1], x.shape[2], x.shape[3]], align_corners=False)
+            x[idx] = F.grid_sample(x[idx], grid, mode="bilinear", padding_mode=cfg.padding_mode, align_corners=False)
+        img = x[:, :n_img]
+        out_masks = None if masks is None else (x[:, n_img:] > 0.5).to(masks.dtype)
+        # 5. Gaussian blur (image only)
+        blur = on["blur"].nonzero().flatten()
+        if blur.numel():
+            img[blur.to(dev)] = _blur(img[blur.to(dev)], ksize.cpu()[blur], radius=hi_k // 2)
+        # 6-7. contrast about the image mean, then relative brightness
+        c = torch.where(on["contrast"], contrast, torch.ones_like(contrast)).to(device=dev, dtype=img.dtype)
+        br = torch.where(on["brightness"], brightness, torch.ones_like(brightness)).to(device=dev, dtype=img.dtype)
+        sel = (on["contrast"] | on["brightness"]).nonzero().flatten()
+        if sel.numel():
+            idx = sel.to(dev)
+            sub = img[idx]
+            mean = sub.mean(dim=(1, 2, 3), keepdim=True)
+            sub = (sub - mean) * c[idx].view(-1, 1, 1, 1) + mean
+            img[idx] = sub * br[idx].view(-1, 1, 1, 1)
+        img = img.clamp(0.0, 1.0)
+        return img.contiguous(), None if out_masks is None else out_masks.contiguous()
+
+
+def _affine_theta(angle: torch.Tensor, scale: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
+    """(N, 2, 3) ``affine_grid`` matrices: rotate by ``angle`` (radians) and zoom by ``scale`` about the centre.
+
+    ``affine_grid`` maps output to input coordinates normalized to [-1, 1] per axis. A rotation in pixel space
+    becomes, in those coordinates, ``[[c, -s H/W], [s W/H, c]] / scale`` (the aspect ratio terms keep the
+    rotation rigid on non-square images); dividing by ``scale`` makes ``scale > 1`` magnify (zoom in).
+    """
+    import torch
+
+    c, s = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(len(angle), 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = c / scale
+    theta[:, 0, 1] = -s * (height / width) / scale
+    theta[:, 1, 0] = s * (width / height) / scale
+    theta[:, 1, 1] = c / scale
+    return theta
+
+
+def _blur(img: torch.Tensor, sizes: torch.Tensor, *, radius: int) -> torch.Tensor:
+    """Separable Gaussian blur with one kernel per sample (reflect padding). img (N, C, H, W)."""
+    import torch.nn.functional as F
+
+    n, ch, h, w = img.shape
+    radius = max(1, min(radius, h - 1, w - 1))  # reflect padding needs radius < size
+    k = gaussian_kernels(sizes, radius).to(device=img.device, dtype=img.dtype)  # (N, 2r+1)
+    weight = k.repeat_interleave(ch, dim=0)  # (N*C, 2r+1): one kernel per (sample, channel)
+    x = img.reshape(1, n * ch, h, w)
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, weight.view(n * ch, 1, 1, -1), groups=n * ch)
+    x = F.conv2d(x, weight.view(n * ch, 1, -1, 1), groups=n * ch)
+    return x.reshape(n, ch, h, w)
