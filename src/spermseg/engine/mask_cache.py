@@ -92,12 +92,14 @@ def default_model_ids(paths: Sequence[str | Path]) -> list[str]:
     runs = [_run_dir_of(Path(p)).resolve() for p in paths]
     if len(set(runs)) != len(runs):
         raise SpermsegError("the same base model run is listed twice; list each run directory once")
-    depth = 1
+    depth = [1] * len(runs)
     while True:
-        ids = [_ID_OK.sub("_", "-".join(r.parts[-depth:])) for r in runs]
-        if len(set(ids)) == len(ids) or depth >= max(len(r.parts) for r in runs):
+        ids = [_ID_OK.sub("_", "-".join(r.parts[-d:])) for r, d in zip(runs, depth)]
+        clashes = [i for i, x in enumerate(ids) if ids.count(x) > 1 and depth[i] < len(runs[i].parts)]
+        if not clashes:
             return ids
-        depth += 1
+        for i in clashes:  # only the colliding ids grow, so unique names stay short
+            depth[i] += 1
 
 
 def _run_dir_of(path: Path) -> Path:
@@ -454,7 +456,12 @@ def cached_model_ids(cache_dir: str | Path, split: str | None = None) -> list[st
 
 
 def load_cached_masks(
-    cache_dir: str | Path, split: str, model_ids: Sequence[str], *, dtype: Any = np.float32
+    cache_dir: str | Path,
+    split: str,
+    model_ids: Sequence[str],
+    *,
+    dtype: Any = np.float32,
+    data_fingerprint: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Stack the cached soft masks of ``model_ids`` on ``split``.
 
@@ -463,6 +470,8 @@ def load_cached_masks(
         split: split name (``train``, ``test``, ...).
         model_ids: which base models, in the channel order the ensemble will see.
         dtype: output dtype (float32 by default; float16 halves memory for large E1 stacks).
+        data_fingerprint: the reader's current :attr:`SplitArrays.fingerprint`; when given and different from the
+            one the cache was built on, the entries are stale and a DataError says to rebuild them.
 
     Returns:
         ``(names, masks)``: image names (N,) in the split's order and masks (N, n_models, H, W) in [0, 1].
@@ -479,6 +488,11 @@ def load_cached_masks(
     if not model_ids:
         raise DataError(f"no model ids given for mask cache {cache_dir}; cached: {', '.join(manifest['models'])}")
     info = manifest["splits"][split]
+    if data_fingerprint is not None and data_fingerprint != info["fingerprint"]:
+        raise DataError(
+            f"mask cache {cache_dir} is stale for split '{split}' (the data changed since it was built); rerun "
+            "'spermseg masks' to rebuild it"
+        )
     n, h, w = info["shape"]
     out = np.empty((n, len(model_ids), h, w), dtype=dtype)
     for j, model_id in enumerate(model_ids):
