@@ -1,0 +1,107 @@
+"""``spermseg reproduce``: the paper's protocol end to end (8 resumable steps) and the report."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+HELP = "run the paper's protocol end to end and write the report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``spermseg reproduce``."""
+    parser.add_argument("--data", required=True, help="dataset root (SegSperm layout: train, test, test_small)")
+    parser.add_argument("--out", required=True, help="output directory (steps, runs, cache, report.html)")
+    parser.add_argument(
+        "--preset",
+        default="paper",
+        choices=("paper", "cpu-small", "demo"),
+        help="experiment size (default: paper; see docs/reproduce.md)",
+    )
+    parser.add_argument("--models", default=None, help="comma-separated base models (default: the preset's)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds of the base models, or a range 0-4")
+    parser.add_argument(
+        "--steps",
+        default=None,
+        help="comma-separated subset of: agreement, normalization, base, ensembles, raters, blur, "
+        "qualitative, temporal (default: all; finished steps are skipped)",
+    )
+    parser.add_argument("--force", default="", help="comma-separated steps to re-run even when finished")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the preset's)")
+    parser.add_argument("--config", default=None, help="YAML file with ReproduceConfig keys")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set blur_kernels=[1,5,9] (repeatable)",
+    )
+    parser.add_argument("--report-only", action="store_true", help="only re-render the report from finished steps")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2"`` -> [0, 2]."""
+    from spermseg.errors import ConfigError
+
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                seeds += list(range(int(a), int(b) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(f"bad --seeds '{text}': use a comma list or a range, e.g. 0,1,2 or 0-4") from None
+    return seeds
+
+
+def build_config(args: argparse.Namespace) -> object:
+    """The resolved :class:`ReproduceConfig` from the flags."""
+    from spermseg.experiments.reproduce import reproduce_config
+
+    overrides = list(args.set)
+    overrides.append(f"data={Path(args.data).resolve()}")
+    if args.models:
+        overrides.append(f"models=[{args.models}]")
+    if args.seeds:
+        overrides.append(f"seeds={parse_seeds(args.seeds)}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    return reproduce_config(args.preset, yaml_path=args.config, overrides=overrides)
+
+
+def print_summary(records: dict, md: Path, html: Path) -> None:
+    """Time per step and the report's paths."""
+    from spermseg.experiments.report import fmt_seconds
+
+    print("\nstep            status       wall time  note")
+    total = 0.0
+    for name, rec in records.items():
+        note = rec.reason if rec.status in ("unavailable", "failed") else ""
+        if rec.finished and rec.result and rec.result.get("status") == "not_applicable":
+            note = "not applicable: " + str(rec.result.get("reason", ""))
+        if rec.finished and rec.wall_s:
+            total += rec.wall_s
+        print(f"{name:<15} {rec.status:<12} {fmt_seconds(rec.wall_s):>9}  {note}")
+    print(f"{'total':<15} {'':<12} {fmt_seconds(total):>9}")
+    print(f"\nreport: {html}\n        {md}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``spermseg reproduce``; exit 0 when every selected step finished, 1 otherwise."""
+    from spermseg.experiments.reproduce import run_reproduce
+
+    cfg = build_config(args)
+    steps = [args.steps] if args.steps else None
+    if args.report_only:
+        steps = []
+    force = [args.force] if args.force else []
+    command = "spermseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    records, md, html = run_reproduce(cfg, args.out, steps=steps, force=force, command=command)
+    print_summary(records, md, html)
+    selected = set(records) if steps is None else {n for s in steps for n in s.split(",") if n}
+    return 0 if all(records[n].finished for n in selected if n in records) else 1
