@@ -227,3 +227,12 @@ def test_read_size_from_header(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "a.tif", GRAY8)
     assert io.read_size(tmp_path / "a.png") == (24, 40)
     assert io.read_size(tmp_path / "a.tif") == (24, 40)
+
+
+def test_png_cut_before_iend_is_error(tmp_path: Path) -> None:
+    """Pillow decodes such a file silently when the pixel data is complete; the missing IEND gives it away."""
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "z.png")
+    data = (tmp_path / "z.png").read_bytes()
+    (tmp_path / "z.png").write_bytes(data[:-12])  # drop exactly the IEND chunk
+    with pytest.raises(DataError, match=r"z\.png.*truncated"):
+        io.read_mask(tmp_path / "z.png")

@@ -37,6 +37,8 @@ TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 GRAY_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
 PathLike = str | os.PathLike[str]
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"IEND"
 
 
 def is_image_file(path: PathLike) -> bool:
@@ -60,10 +62,20 @@ def _decode(path: Path, *, kind: str) -> np.ndarray:
         raise DataError(f"{kind} file not found: {path}; check the path and the dataset layout")
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _decode_tiff(path, kind=kind)
+    import io as _bytes_io
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        data = path.read_bytes()  # one read; the decoder then works from memory
+    except OSError as exc:
+        raise DataError(f"cannot read {kind} {path}: {exc.strerror or exc}; check its permissions") from None
+    if data.startswith(_PNG_SIGNATURE) and _PNG_IEND not in data[-64:]:
+        # libpng/Pillow decode a PNG whose last chunks are cut off without complaint when the pixel data happens
+        # to be complete; a missing IEND chunk is the reliable sign of a truncated file.
+        raise DataError(f"cannot read {kind} {path}: truncated or corrupt file (PNG without IEND); re-export it")
+    try:
+        with Image.open(_bytes_io.BytesIO(data)) as im:
             im.load()  # decode every pixel now: truncated data raises here
             mode = im.mode
             if mode == "P":
@@ -79,7 +91,8 @@ def _decode(path: Path, *, kind: str) -> np.ndarray:
                 arr = np.asarray(im)
     except UnidentifiedImageError:
         raise DataError(
-            f"cannot read {kind} {path}: not a recognised image file (PNG, TIFF, JPEG or BMP); re-export it"
+            f"cannot read {kind} {path}: not a recognised image file (PNG, TIFF, JPEG or BMP) or a truncated "
+            "header; re-export it"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
