@@ -1,0 +1,121 @@
+"""``spermseg train``: train one base model (or, with ``--ensemble``, one ensembling network).
+
+Examples:
+    spermseg train --data ROOT --model unet --out runs/unet/seed0 --preset cpu-small
+    spermseg train --data ROOT --model unet --out RUN --set optim.lr=3e-4 --set schedule.epochs=50
+    torchrun --nproc-per-node 4 -m spermseg train --data ROOT --model att_unet --out RUN
+    spermseg train --data ROOT --ensemble ens_att_v2 --masks CACHE --mask-models unet,att_unet --out RUN
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "train one base model or ensembling network (the paper's protocol by default)"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``train`` and ``train-many``: data, preset, config file, overrides, runtime."""
+    from spermseg.engine.config import PRESETS
+
+    parser.add_argument("--data", required=True, help="dataset root (SegSperm or folder layout)")
+    parser.add_argument(
+        "--preset",
+        default="paper",
+        choices=sorted(PRESETS),
+        help="starting configuration (default: paper; cpu-small for a small CPU; demo: tiny)",
+    )
+    parser.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file with config values")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)",
+    )
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: runtime.device)")
+    parser.add_argument("--force", action="store_true", help="retrain even if the run directory holds a result")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--model", default=None, help="base model name (see 'spermseg models'); default: unet")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed, 0)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    parser.add_argument(
+        "--ensemble",
+        default=None,
+        metavar="KIND",
+        help="train an ensembling network of this kind (ens_s, ens_is, ens_concat, ens_att_v1, "
+        "ens_att_v2) on soft masks from --masks",
+    )
+    parser.add_argument(
+        "--masks", default=None, metavar="CACHE", help="soft-mask cache (spermseg masks) for --ensemble"
+    )
+    parser.add_argument(
+        "--mask-models",
+        default=None,
+        metavar="A,B,C",
+        help="model ids in the cache to ensemble, in order (default: all cached)",
+    )
+    parser.add_argument("--json", action="store_true", help="print result.json to stdout")
+    parser.add_argument("--json-out", default=None, metavar="FILE", help="also write result.json to FILE")
+
+
+def build_config(
+    args: argparse.Namespace,
+    *,
+    model: str | None = None,
+    seed: int | None = None,
+    extra: dict[str, object] | None = None,
+) -> object:
+    """Resolve the TrainConfig: preset <- ``--config`` YAML <- CLI flags (and ``extra``) <- ``--set`` overrides.
+
+    Flag values are set directly (not parsed as YAML), so paths with any characters are safe.
+    """
+    from spermseg.config import config_from_dict, resolve_config
+    from spermseg.engine.config import TrainConfig, preset, validate
+
+    ensemble = getattr(args, "ensemble", None)
+    flags: dict[str, dict[str, object]] = {"data": {"root": str(args.data)}}
+    top: dict[str, object] = {}
+    if model:
+        flags.setdefault("model", {})["name"] = model
+    if seed is not None:
+        top["seed"] = seed
+    if args.device:
+        flags["runtime"] = {"device": args.device}
+    if ensemble:
+        flags.setdefault("model", {}).update({"ensemble": ensemble, "masks": str(getattr(args, "masks", "") or "")})
+        mask_models = getattr(args, "mask_models", None)
+        if mask_models:
+            flags["model"]["mask_models"] = [m for m in mask_models.split(",") if m]
+    for key, value in (extra or {}).items():
+        section, _, name = key.rpartition(".")
+        (flags.setdefault(section, {}) if section else top)[name] = value
+    cfg = resolve_config(TrainConfig, base=preset(args.preset, ensemble=bool(ensemble)), yaml_path=args.config)
+    cfg = config_from_dict(TrainConfig, {**top, **flags}, base=cfg)
+    cfg = resolve_config(TrainConfig, base=cfg, overrides=args.overrides)
+    validate(cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from spermseg.engine.trainer import train
+    from spermseg.errors import ConfigError
+    from spermseg.utils.atomic import atomic_write_json
+
+    if args.ensemble and not args.masks:
+        raise ConfigError("--ensemble needs --masks CACHE (build it with 'spermseg masks')")
+    cfg = build_config(args, model=args.model, seed=args.seed)
+    out = train(cfg, args.out, resume=args.resume, force=args.force, preset_name=args.preset)  # type: ignore[arg-type]
+    if args.json:
+        json.dump(out.result, sys.stdout, indent=2, sort_keys=True)
+        print()
+    if args.json_out:
+        atomic_write_json(args.json_out, out.result)
+    return 0

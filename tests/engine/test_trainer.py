@@ -1,0 +1,142 @@
+"""Training loop: loss falls, resume is exact, runs are skipped/forced, validation split by group."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_helpers import make_lines_dataset, tiny_overrides
+
+import spermseg
+from spermseg.engine.config import train_config
+from spermseg.engine.trainer import TrainHooks, split_by_group, train
+from spermseg.errors import SpermsegError
+
+
+class _Stop(Exception):
+    pass
+
+
+def _cfg(root: Path, epochs: int = 2, extra: tuple[str, ...] = ()):
+    return train_config("demo", overrides=[f"data.root={root}", *tiny_overrides(epochs), *extra])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_lines_dataset(tmp_path_factory.mktemp("lines") / "data")
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(2)
+    run = tmp_path_factory.mktemp("runs") / "full"
+    return train(_cfg(data_root), run)
+
+
+def test_loss_falls_and_run_dir_complete(finished_run) -> None:
+    hist = finished_run.history
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert hist[1]["train_loss"] < hist[0]["train_loss"]
+    run = finished_run.run_dir
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "best.safetensors",
+        "best.json",
+        "last.safetensors",
+        "last.json",
+        "result.json",
+        "state/latest.json",
+    ):
+        assert (run / name).is_file(), name
+    result = json.loads((run / "result.json").read_text())
+    for key in ("ap", "iou_0.5", "iou_opt", "t_opt"):
+        assert 0.0 <= result["validation"][key] <= 1.0
+    assert result["epochs"] == 2 and result["images_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert result["wall_time_s"] >= result["train_time_s"] > 0
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("epoch,lr,train_loss")
+
+
+def test_load_model_uses_best_and_threshold(finished_run, data_root: Path) -> None:
+    model = spermseg.load_model(str(finished_run.run_dir))
+    meta = model.spermseg_meta
+    assert not model.training
+    assert meta["threshold"] == pytest.approx(finished_run.result["threshold"])
+    assert meta["normalization"] == "minmax" and meta["model"] == "unet" and meta["kind"] == "base"
+    assert meta["model_kwargs"] == {"width": 4}
+    best = _weights(finished_run.run_dir / "best.safetensors")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[key])
+
+
+def test_finished_run_is_skipped_unless_forced(finished_run, data_root: Path) -> None:
+    again = train(_cfg(data_root), finished_run.run_dir)
+    assert again.skipped and again.result == finished_run.result
+    with pytest.raises(SpermsegError, match="different config"):
+        train(_cfg(data_root, extra=("optim.lr=0.02",)), finished_run.run_dir)
+
+
+def test_resume_after_interruption_gives_identical_weights(finished_run, data_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "interrupted"
+
+    def stop(epoch: int, step: int, loss: float) -> None:
+        if epoch == 1 and step == 0:  # in the second epoch, after the first epoch's state was written
+            raise _Stop
+
+    torch.set_num_threads(2)
+    with pytest.raises(_Stop):
+        train(_cfg(data_root), run, hooks=TrainHooks(on_step_end=stop))
+    assert json.loads((run / "state" / "latest.json").read_text())["epoch"] == 1
+    with pytest.raises(SpermsegError, match="--resume"):
+        train(_cfg(data_root), run)
+    resumed = train(_cfg(data_root), run, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = _weights(finished_run.run_dir / name), _weights(run / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert resumed.history[1]["train_loss"] == finished_run.history[1]["train_loss"]
+
+
+def test_force_retrains(finished_run, data_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "forced"
+    shutil.copytree(finished_run.run_dir, run)
+    second = train(_cfg(data_root, epochs=1, extra=("optim.lr=0.02",)), run, force=True)
+    assert not second.skipped and second.result["epochs"] == 1
+    assert second.history[0]["train_loss"] != finished_run.history[0]["train_loss"]
+    assert not (run / "state" / "epoch_0002.json").exists()
+
+
+def test_split_by_group_is_deterministic_and_disjoint() -> None:
+    groups = [f"v{i // 3}" for i in range(30)]
+    tr, va = split_by_group(groups, 0.2, seed=1)
+    assert split_by_group(groups, 0.2, seed=1) == (tr, va)
+    assert sorted(tr + va) == list(range(30))
+    assert not {groups[i] for i in tr} & {groups[i] for i in va}
+    assert len(va) >= 6
+    assert split_by_group(groups, 0.2, seed=2) != (tr, va)
+    assert split_by_group(groups, 0.0, seed=1) == (list(range(30)), [])
+    # never all groups in validation
+    tr, va = split_by_group(["a", "a", "b"], 0.9, seed=0)
+    assert tr and va
+
+
+def test_ensemble_schedule_preset() -> None:
+    cfg = train_config("paper", ensemble=True)
+    assert cfg.schedule.milestones == (5, 15) and cfg.schedule.batch_size == 6
+    base = train_config("paper")
+    assert base.schedule.milestones == (30, 80) and base.schedule.batch_size == 5 and base.schedule.epochs == 300
+    assert base.optim.lr == 1e-3 and base.loss.name == "bce" and base.data.normalization == "minmax"
+    assert np.isclose(base.schedule.gamma, 0.3)
