@@ -5,12 +5,15 @@ Subcommands::
     spermseg ensemble select --cache CACHE [--rank-on val]
     spermseg ensemble train  --cache CACHE --kind ens_att_v2 --select E3 --out RUN_DIR [--seed 0] [--set k=v]
                              [--stacking in-sample|oof --folds 5 --oof-test full|fold-avg]
+    spermseg ensemble oof    --cache CACHE --select E3 [--folds 5 --oof-test full|fold-avg]
     spermseg ensemble eval   --cache CACHE --runs RUN_DIR ... [--data ROOT] --out DIR
 
 ``train`` resolves the selection (E1-E4 ranked on the validation split by default, or model ids/architectures),
 then delegates to the training engine (same loop, resume, seeds, DDP, checkpoints) with the paper's ensembling
 schedule, and records the selection in ``RUN_DIR/ensemble.json``. With ``--stacking oof`` it first builds (or
 reuses) an out-of-fold cache ``CACHE/oof-k{K}-s{SEED}-{TEST}`` (:mod:`spermseg.experiments.stacking`).
+
+``oof`` only builds the out-of-fold cache (do this first, in one process, before training under ``torchrun``).
 
 ``eval`` scores the cached base models, ``avg`` for E1-E4 and the given ensemble runs, and writes Table 3
 (``table3.md``, ``table3.json``) and all records (``evaluation.json``) into ``DIR``.
@@ -57,25 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ensemble training inputs: the base models' own training-set masks (in-sample, the "
         "paper's way, default) or out-of-fold masks from k-fold cross-fitting by video (oof)",
     )
-    tr.add_argument("--folds", type=int, default=5, help="folds for --stacking oof (default: 5)")
-    tr.add_argument("--fold-seed", type=int, default=0, help="fold-assignment seed for --stacking oof (default: 0)")
-    tr.add_argument(
-        "--oof-test",
-        choices=("full", "fold-avg"),
-        default="full",
-        help="test-time inputs with --stacking oof: the base models trained on all folds (full) or "
-        "the average of the fold models (fold-avg)",
-    )
-    tr.add_argument(
-        "--oof-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for the fold retrainings of the base models (repeatable)",
-    )
+    _oof_args(tr)
     tr.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
     tr.add_argument("--force", action="store_true", help="retrain even when the run is finished")
+
+    oof = sub.add_parser("oof", help="build the out-of-fold mask cache of a selection (k-fold cross-fitting)")
+    oof.add_argument("--cache", required=True, metavar="CACHE", help="in-sample mask cache (spermseg masks)")
+    oof.add_argument("--select", default="E3", help="E1-E4 or comma-separated model ids/architectures (default: E3)")
+    _rank_arg(oof)
+    _oof_args(oof)
+    oof.add_argument("--device", default="auto", help="device for the fold models' predictions (default: auto)")
 
     ev = sub.add_parser("eval", help="evaluate avg and trained ensembles against the base models (Table 3)")
     ev.add_argument("--cache", required=True, metavar="CACHE", help="in-sample mask cache")
@@ -91,6 +86,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--json", action="store_true", help="print table3.json on stdout instead of Markdown")
 
 
+def _oof_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--folds", type=int, default=5, help="folds for out-of-fold stacking (default: 5)")
+    parser.add_argument("--fold-seed", type=int, default=0, help="fold-assignment seed (default: 0)")
+    parser.add_argument(
+        "--oof-test",
+        choices=("full", "fold-avg"),
+        default="full",
+        help="test-time inputs of out-of-fold stacking: the base models trained on all folds (full, "
+        "default) or the average of the fold models (fold-avg)",
+    )
+    parser.add_argument(
+        "--oof-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the fold retrainings of the base models (repeatable)",
+    )
+
+
 def _rank_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rank-on",
@@ -102,7 +116,7 @@ def _rank_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"select": _select, "train": _train, "eval": _eval}[args.action](args)
+    return {"select": _select, "train": _train, "oof": _oof, "eval": _eval}[args.action](args)
 
 
 def _say(msg: str) -> None:
@@ -196,23 +210,26 @@ def train_ensemble(
     root = data_root or manifest.get("data_root")
     if not root:
         raise SpermsegError(f"mask cache {cache} records no data root; pass --data ROOT")
+    from spermseg.engine.distributed import env_info
+
+    dist = env_info()
     mask_cache = cache
     if stacking == "oof":
-        from spermseg.experiments.stacking import build_oof_cache
-
         mask_cache = oof_cache_dir(cache, folds, fold_seed, oof_test)
-        build_oof_cache(
-            cache,
-            mask_cache,
-            k=folds,
-            seed=fold_seed,
-            model_ids=selection.model_ids,
-            test_splits=[s for s in manifest["splits"] if s != "train"],
-            test_inputs=oof_test,
-            overrides=oof_overrides or [],
-            device=device or "auto",
-            log=log,
-        )
+        if dist.world_size > 1:
+            # Fold retrainings inside a torchrun job would run once per process; they must exist already.
+            _require_oof_cache(mask_cache, selection.model_ids, folds, fold_seed)
+        else:
+            build_oof(
+                cache,
+                selection.model_ids,
+                folds=folds,
+                fold_seed=fold_seed,
+                oof_test=oof_test,
+                oof_overrides=oof_overrides,
+                device=device or "auto",
+                log=log,
+            )
     elif stacking != "in-sample":
         raise ConfigError(f"bad stacking '{stacking}'; valid: in-sample, oof")
 
@@ -241,9 +258,55 @@ def train_ensemble(
         "seed": cfg.seed,
         "preset": preset,
     }
-    atomic_write_json(out / ENSEMBLE_PROVENANCE, provenance)
+    if dist.is_main:
+        atomic_write_json(out / ENSEMBLE_PROVENANCE, provenance)
     _run_trainer(cfg, out, resume=resume, force=force)
     return provenance
+
+
+def build_oof(
+    cache: str | Path,
+    model_ids: list[str],
+    *,
+    folds: int = 5,
+    fold_seed: int = 0,
+    oof_test: str = "full",
+    oof_overrides: list[str] | None = None,
+    device: str = "auto",
+    log: Any = None,
+) -> Path:
+    """Build (or bring up to date) the out-of-fold cache of ``model_ids`` beside ``cache``; returns its path."""
+    from spermseg.engine.mask_cache import load_manifest
+    from spermseg.experiments.stacking import build_oof_cache
+
+    out = oof_cache_dir(cache, folds, fold_seed, oof_test)
+    manifest = load_manifest(cache)
+    build_oof_cache(
+        cache,
+        out,
+        k=folds,
+        seed=fold_seed,
+        model_ids=model_ids,
+        test_splits=[s for s in manifest["splits"] if s != "train"],
+        test_inputs=oof_test,
+        overrides=oof_overrides or [],
+        device=device,
+        log=log,
+    )
+    return out
+
+
+def _require_oof_cache(path: Path, model_ids: list[str], folds: int, fold_seed: int) -> None:
+    from spermseg.engine.mask_cache import load_manifest
+
+    manifest = load_manifest(path, missing_ok=True)
+    st = manifest.get("stacking") or {}
+    missing = [m for m in model_ids if "train" not in manifest["models"].get(m, {}).get("entries", {})]
+    if st.get("k") != folds or st.get("seed") != fold_seed or missing:
+        raise ConfigError(
+            f"out-of-fold cache {path} is missing or incomplete; build it first in a single process with "
+            f"'spermseg ensemble oof --cache CACHE --select ... --folds {folds}', then start torchrun"
+        )
 
 
 def _run_trainer(cfg: Any, out: Path, *, resume: bool, force: bool) -> None:
@@ -277,6 +340,30 @@ def _train(args: argparse.Namespace) -> int:
     )
     sel = prov["selection"]
     print(f"trained {args.kind}|{sel['name']} on {', '.join(sel['model_ids'])} ({prov['stacking']}) -> {args.out}")
+    return 0
+
+
+def _oof(args: argparse.Namespace) -> int:
+    from spermseg.engine.mask_cache import load_manifest
+    from spermseg.experiments.selection import select_inputs
+
+    selection = select_inputs(load_manifest(args.cache), args.select, rank_on=args.rank_on)
+    out = build_oof(
+        args.cache,
+        selection.model_ids,
+        folds=args.folds,
+        fold_seed=args.fold_seed,
+        oof_test=args.oof_test,
+        oof_overrides=args.oof_set,
+        device=args.device,
+        log=_say,
+    )
+    manifest = load_manifest(out)
+    for model_id in selection.model_ids:
+        entries = manifest["models"][model_id]["entries"]
+        oof_ap = entries.get("train", {}).get("metrics", {}).get("ap")
+        print(f"{model_id}: out-of-fold train AP {oof_ap if oof_ap is None else round(oof_ap, 4)}")
+    print(f"out-of-fold cache -> {out}")
     return 0
 
 
