@@ -193,3 +193,242 @@ class UNetEncoder(nn.Module):
             x = stage(x if i == 0 else self.pool(x))
             feats.append(x)
         return feats
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Two-input padding: central padding of several tensors to one divisor (ensembling networks take image + masks)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def pad_to_divisor(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (B, C, H, W) centrally to multiples of ``divisor``, as :class:`SegmentationModel` does.
+
+    Args:
+        x: tensor (B, C, H, W).
+        divisor: the multiple that H and W must reach.
+
+    Returns:
+        ``(padded, (top, left, h, w))``: padded (B, C, H', W') and the box to give :func:`crop_to` to undo it.
+        Reflect padding, or replicate when the image is smaller than the padding (reflect would fail).
+    """
+    h, w = x.shape[-2:]
+    top, bottom = central_padding(h, divisor)
+    left, right = central_padding(w, divisor)
+    if top or bottom or left or right:
+        mode = "reflect" if min(h, w) > max(top, bottom, left, right) else "replicate"
+        x = F.pad(x, (left, right, top, bottom), mode=mode)
+    return x, (top, left, h, w)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Residual encoder (ResNet, He et al. 2016), built from scratch: shared by deeplabv3p, fpn, manet and the
+# ensembling networks. No pretrained weights are ever loaded (the paper trains every model from scratch).
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ResidualBlock(nn.Module):
+    """ResNet basic block: two 3x3 convolutions plus identity (or 1x1 projection) shortcut; expansion 1.
+
+    Args:
+        cin: input channels.
+        cout: output channels.
+        stride: stride of the first convolution (2 halves the resolution).
+        dilation: dilation of both convolutions (atrous backbones keep the resolution and dilate instead).
+        first_dilation: dilation of the first convolution (torchvision's rule: the first block of a newly
+            dilated stage keeps the previous dilation); defaults to ``dilation``.
+    """
+
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1, first_dilation: int | None = None):
+        super().__init__()
+        d1 = dilation if first_dilation is None else first_dilation
+        self.conv1 = ConvNormAct(cin, cout, 3, stride=stride, dilation=d1)
+        self.conv2 = ConvNormAct(cout, cout, 3, dilation=dilation, act=False)
+        self.shortcut = (
+            ConvNormAct(cin, cout, 1, stride=stride, act=False) if stride != 1 or cin != cout else nn.Identity()
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class BottleneckBlock(nn.Module):
+    """ResNet bottleneck block: 1x1 reduce, 3x3 (strided/dilated), 1x1 expand (x4), plus shortcut.
+
+    Args:
+        cin: input channels.
+        cout: output channels (= 4 x the inner width).
+        stride, dilation, first_dilation: as in :class:`ResidualBlock`.
+    """
+
+    expansion = 4
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1, first_dilation: int | None = None):
+        super().__init__()
+        mid = max(cout // self.expansion, 1)
+        d1 = dilation if first_dilation is None else first_dilation
+        self.body = nn.Sequential(
+            ConvNormAct(cin, mid, 1),
+            ConvNormAct(mid, mid, 3, stride=stride, dilation=d1),
+            ConvNormAct(mid, cout, 1, act=False),
+        )
+        self.shortcut = (
+            ConvNormAct(cin, cout, 1, stride=stride, act=False) if stride != 1 or cin != cout else nn.Identity()
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+# name -> (block class, blocks per stage); the standard ImageNet layouts, used here without ImageNet weights.
+RESNET_LAYOUTS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    "resnet18": (ResidualBlock, (2, 2, 2, 2)),
+    "resnet34": (ResidualBlock, (3, 4, 6, 3)),
+    "resnet50": (BottleneckBlock, (3, 4, 6, 3)),
+}
+
+
+class ResNetEncoder(nn.Module):
+    """ResNet feature extractor returning the features at strides 1, 2, 4, 8, 16 and 32 (or atrous).
+
+    Layout as in torchvision/smp encoders: 7x7 stride-2 stem, 3x3 max pooling, four residual stages. With
+    ``output_stride=16`` (DeepLabV3+) the last stage keeps stride 16 and uses dilation 2; with 8 the last two
+    stages are dilated (2 and 4).
+
+    Args:
+        in_channels: image channels.
+        width: stem channels (64 in ResNet); stage ``i`` has ``width * 2**i * expansion`` output channels.
+        depth: one of :data:`RESNET_LAYOUTS` (``resnet18``, ``resnet34``, ``resnet50``).
+        output_stride: 32, 16 or 8.
+
+    Attributes:
+        out_channels: channels of the six returned features (the input itself first).
+        reductions: their strides, e.g. (1, 2, 4, 8, 16, 32).
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 64, depth: str = "resnet34", output_stride: int = 32):
+        super().__init__()
+        from spermseg.errors import ConfigError
+
+        if depth not in RESNET_LAYOUTS:
+            raise ConfigError(f"unknown ResNet depth '{depth}'; valid: {', '.join(RESNET_LAYOUTS)}")
+        if output_stride not in (8, 16, 32):
+            raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        block, counts = RESNET_LAYOUTS[depth]
+        self.stem = ConvNormAct(in_channels, width, 7, stride=2)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        stages = []
+        cin, dilation, stride_now = width, 1, 4
+        chans, reds = [in_channels, width], [1, 2]
+        for i, n in enumerate(counts):
+            cout = width * 2**i * block.expansion
+            stride = 1 if i == 0 else 2
+            prev_dilation = dilation
+            if stride == 2 and stride_now * 2 > output_stride:  # atrous: keep the resolution, dilate instead
+                dilation, stride = dilation * 2, 1
+            stride_now *= stride
+            blocks = [block(cin, cout, stride=stride, dilation=dilation, first_dilation=prev_dilation)]
+            blocks += [block(cout, cout, dilation=dilation) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            cin = cout
+            chans.append(cout)
+            reds.append(stride_now)
+        self.stages = nn.ModuleList(stages)
+        self.out_channels: tuple[int, ...] = tuple(chans)
+        self.reductions: tuple[int, ...] = tuple(reds)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C, H, W) -> [x, f2 (H/2), f4 (H/4), f8, f16, f32] (strides per :attr:`reductions`)."""
+        feats = [x]
+        x = self.stem(x)
+        feats.append(x)
+        x = self.pool(x)
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Feature pyramid (Lin et al. 2017; segmentation head of Seferbekov et al. 2018): top-down path with lateral 1x1
+# connections, and a head that applies two 3x3 convolutions per level, resizes every level to one size and
+# merges them. Shared by the fpn base model and the ensembling networks.
+# --------------------------------------------------------------------------------------------------------------
+
+
+class TopDownPath(nn.Module):
+    """FPN top-down path: ``p_i = lateral_i(c_i) + upsample(p_{i+1})`` (nearest), from the coarsest level down.
+
+    Args:
+        in_channels: channels of the bottom-up features, finest first.
+        pyramid_channels: channels of every pyramid level.
+    """
+
+    def __init__(self, in_channels: list[int] | tuple[int, ...], pyramid_channels: int) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, pyramid_channels, 1) for c in in_channels)
+
+    def forward(self, feats: list[torch.Tensor], extra: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Build the pyramid.
+
+        Args:
+            feats: bottom-up features, finest first, each (B, in_channels[i], H_i, W_i) with H_i = 2 H_{i+1}.
+            extra: optional (B, pyramid_channels, H_i, W_i) per level, added to the top-down path at that level
+                (the ensembling cross-attention V2 adds its channel-attention output here).
+
+        Returns:
+            Pyramid maps, finest first, each (B, pyramid_channels, H_i, W_i).
+        """
+        out: list[torch.Tensor] = [torch.empty(0)] * len(feats)
+        p = None
+        for i in range(len(feats) - 1, -1, -1):
+            lat = self.lateral[i](feats[i])
+            p = lat if p is None else lat + resize_to(p, lat.shape[-2:], mode="nearest")
+            if extra is not None:
+                p = p + extra[i]
+            out[i] = p
+        return out
+
+
+class PyramidHead(nn.Module):
+    """Seferbekov-style FPN segmentation head: two 3x3 ConvNormAct per level, resize to one size, merge.
+
+    Args:
+        pyramid_channels: channels of the input levels.
+        segmentation_channels: channels after the per-level convolutions.
+        n_levels: number of pyramid levels.
+        merge: ``"cat"`` (concatenate, n_levels x segmentation_channels out) or ``"add"`` (sum).
+    """
+
+    def __init__(self, pyramid_channels: int, segmentation_channels: int, n_levels: int, merge: str = "cat") -> None:
+        super().__init__()
+        from spermseg.errors import ConfigError
+
+        if merge not in ("cat", "add"):
+            raise ConfigError(f"unknown pyramid merge '{merge}'; valid: cat, add")
+        self.merge = merge
+        self.levels = nn.ModuleList(DoubleConv(pyramid_channels, segmentation_channels) for _ in range(n_levels))
+        self.out_channels = segmentation_channels * (n_levels if merge == "cat" else 1)
+
+    def forward(
+        self, pyramid: list[torch.Tensor], size: tuple[int, int] | torch.Size
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Apply the per-level convolutions and merge.
+
+        Args:
+            pyramid: levels (B, pyramid_channels, H_i, W_i), finest first.
+            size: (H, W) every level is resized to (bilinear) before merging.
+
+        Returns:
+            ``(merged, per_level)``: merged (B, out_channels, H, W) and the per-level features
+            (B, segmentation_channels, H_i, W_i) at their own resolution (for deep-supervision outputs).
+        """
+        per_level = [conv(p) for conv, p in zip(self.levels, pyramid)]
+        resized = [resize_to(f, size) for f in per_level]
+        merged = torch.cat(resized, dim=1) if self.merge == "cat" else torch.stack(resized).sum(0)
+        return merged, per_level
