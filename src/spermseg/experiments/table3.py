@@ -186,7 +186,8 @@ def evaluate_ensembles(
     records: list[dict[str, Any]] = []
 
     def masks_for(cache: Path, ids: Sequence[str]) -> np.ndarray:
-        cached_names, stack = load_cached_masks(cache, split, ids)
+        # float16 as stored: halves memory for E1 stacks; consumers compute in float32 per image or batch.
+        cached_names, stack = load_cached_masks(cache, split, ids, dtype=np.float16)
         if cached_names != names:
             raise DataError(
                 f"cached '{split}' images in {cache} differ from {root}; rebuild the cache (spermseg masks)"
@@ -211,7 +212,7 @@ def evaluate_ensembles(
     if include_avg:
         for name, sel in selections.items():
             # avg in probability space equals the ``avg`` ensemble (logit of the mean, then sigmoid).
-            prob = masks_for(cache_dir, sel.model_ids).mean(axis=1)
+            prob = masks_for(cache_dir, sel.model_ids).mean(axis=1, dtype=np.float32)
             records.append(
                 {
                     "kind": "avg",
