@@ -1,0 +1,161 @@
+"""Parameters of the synthetic ICSI generator.
+
+Every random quantity is given as a ``(low, high)`` range sampled uniformly (per video, per sperm or per
+object, as documented on each field). Lengths of biological structures are in micrometres and converted with
+``pixel_size_um``; optical quantities (blur, halo) are in pixels because they describe the imaging system.
+All sections are plain dataclasses, so ``spermseg.config.resolve_config(SynthConfig, overrides=[...])`` works,
+e.g. ``--set sperm.count=[2,4] --set raters.gt2.tail_threshold=0.05``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Range = tuple[float, float]
+IntRange = tuple[int, int]
+
+
+@dataclass
+class SpermConfig:
+    """Shape, number, placement and motion of the sperm (sampled per sperm unless noted)."""
+
+    count: IntRange = (3, 9)  # sperm per video (inclusive), sampled per video
+    group_probability: float = 0.35  # chance per video of a group of touching/overlapping sperm
+    group_size: IntRange = (2, 4)  # sperm in such a group (taken from ``count``)
+    group_radius_um: float = 6.0  # heads of a group lie within this radius of a common point
+    border_margin_um: float = 25.0  # neck positions are sampled up to this far outside the frame (cut sperm)
+    head_length_um: Range = (4.0, 5.0)
+    head_width_um: Range = (2.6, 3.4)
+    head_egg: Range = (0.05, 0.25)  # > 0: the head narrows toward the neck (egg shape)
+    acrosome_lightness: Range = (0.0, 0.35)  # the front part of the head absorbs this much less
+    midpiece_length_um: Range = (3.5, 5.0)
+    midpiece_width_um: Range = (0.9, 1.2)
+    tail_length_um: Range = (40.0, 50.0)
+    tail_width_start_um: Range = (0.65, 0.85)
+    tail_width_end_um: Range = (0.3, 0.45)
+    head_density: Range = (0.8, 1.0)  # optical density (0..1) of the head, relative to the frame contrast
+    tail_density_start: Range = (0.55, 0.8)
+    tail_density_end: Range = (0.2, 0.4)
+    wave_amplitude_rad: Range = (0.15, 0.7)  # peak tangent angle of the travelling wave at the tail end
+    wavelength_um: Range = (18.0, 40.0)
+    static_curvature_per_um: Range = (-0.02, 0.02)  # a constant bend of the flagellum
+    beat_hz: Range = (1.0, 6.0)  # beat frequency in viscous PVP (slow); 0 for immotile sperm
+    speed_um_s: Range = (2.0, 15.0)  # swimming speed along the head direction
+    turn_rate_rad_s: Range = (-0.5, 0.5)  # sperm near a surface swim in circles
+    immotile_fraction: float = 0.3  # share of sperm that neither swim nor beat
+    head_yaw_rad: Range = (0.0, 0.15)  # head wobble amplitude with the beat
+    tail_points_per_um: float = 1.0  # centreline sampling (rendering precision vs speed)
+
+
+@dataclass
+class OpticsConfig:
+    """Narrow depth of field, halo (phase/Hoffman contrast) and the per-video contrast (sampled per video)."""
+
+    psf_sigma_px: Range = (0.6, 0.9)  # blur of an in-focus object
+    focus_blur_px: Range = (0.0, 1.5)  # extra blur of the whole sperm from its focus offset (per sperm)
+    defocus_tail_fraction: float = 0.15  # share of sperm far out of focus (focus blur up to focus_blur_far_px)
+    focus_blur_far_px: Range = (2.0, 3.5)
+    tail_end_blur_px: Range = (1.0, 3.5)  # additional blur reached at the tail end (per sperm)
+    tail_blur_exponent: Range = (1.5, 2.5)  # blur grows as (s / L) ** exponent along the tail
+    contrast: Range = (0.18, 0.32)  # fractional darkening of an in-focus, fully dense object
+    dark_core_probability: float = 0.75  # dark core + light rim; otherwise a light core + dark rim
+    halo_strength: Range = (0.2, 0.8)  # rim strength relative to the contrast
+    halo_sigma_px: Range = (1.5, 3.5)  # how far the rim spreads beyond the blur
+    relief: Range = (0.0, 0.5)  # Hoffman-like shadow cast: a directional derivative of the object
+    tail_fade: Range = (0.0, 0.3)  # extra contrast loss toward the tail end, besides blur
+
+
+@dataclass
+class BackgroundConfig:
+    """Homogeneous background with gradients, two regions, artifacts and debris (sampled per video)."""
+
+    level: Range = (0.45, 0.7)  # mean background intensity in [0, 1]
+    gradient: Range = (0.0, 0.12)  # peak-to-peak linear illumination change across the frame (fraction)
+    texture: Range = (0.0, 0.03)  # amplitude of slow low-frequency intensity variations (fraction)
+    flicker: Range = (0.0, 0.15)  # brightness change between frames of one video (fraction)
+    flicker_period_s: Range = (2.0, 12.0)
+    region_probability: float = 0.5  # two regions of different mean separated by a pipette/dish edge
+    region_offset: Range = (0.05, 0.2)  # absolute difference of their mean intensities (fraction of level)
+    region_curved_probability: float = 0.5  # curved (arc) edge instead of a straight one
+    region_edge_line: Range = (0.0, 0.12)  # contrast of a thin line along that edge
+    lines: IntRange = (0, 2)  # thin straight or slightly curved lines (scratches, fibres)
+    spills: IntRange = (0, 2)  # wide, faint, elongated smears
+    stains: IntRange = (0, 3)  # irregular blobs
+    head_debris: IntRange = (0, 4)  # small head-sized particles
+    bubbles: IntRange = (0, 2)  # air bubbles: light centre, dark ring
+    debris_contrast: Range = (0.2, 0.9)  # optical density of artifacts relative to a sperm head
+
+
+@dataclass
+class NoiseConfig:
+    """Camera noise (sampled per video; the noise itself is drawn per frame)."""
+
+    shot: Range = (0.0005, 0.003)  # variance per unit intensity (Poisson-like)
+    read: Range = (0.004, 0.012)  # standard deviation of additive Gaussian read noise
+
+
+@dataclass
+class RaterConfig:
+    """A human rater: imprecise contours, truncated faint tails, missed faint sperm, rare false positives.
+
+    ``tail_threshold`` and ``miss_threshold`` are in units of local contrast (fractional intensity change of the
+    blurred object against the background), the quantity that makes a faint tail end or a blurry sperm hard to
+    see.
+    """
+
+    width_bias_px: float = 0.0  # systematic dilation (> 0) or erosion (< 0) of the drawn outline, each side
+    contour_noise_px: float = 0.6  # amplitude of smooth local dilation/erosion (total kept within +-2 px)
+    contour_wavelength_px: float = 14.0  # how quickly the local dilation/erosion changes along the outline
+    centerline_jitter_px: float = 0.5  # smooth sideways wandering of the drawn tail
+    head_scale: float = 1.0  # systematic head size factor
+    tail_threshold: float = 0.02  # the tail is followed while its contrast stays above this level
+    tail_threshold_jitter: float = 0.35  # per-sperm log-normal spread of that level
+    tail_end_overshoot_px: float = 0.0  # mean extra length drawn past the point where the tail fades
+    miss_threshold: float = 0.06  # sperm whose head contrast is below this level ...
+    miss_probability: float = 0.5  # ... are missed with this probability
+    base_miss_probability: float = 0.02  # any sperm
+    cut_miss_probability: float = 0.3  # sperm whose head is outside the frame (only part of a tail visible)
+    false_positive_probability: float = 0.06  # per sperm-like debris item
+
+
+def _gt1() -> RaterConfig:
+    return RaterConfig(width_bias_px=0.5, tail_threshold=0.018)
+
+
+def _gt2() -> RaterConfig:
+    return RaterConfig(width_bias_px=0.3, tail_threshold=0.024, contour_noise_px=0.7, head_scale=0.97)
+
+
+def _gt3() -> RaterConfig:
+    return RaterConfig(width_bias_px=0.6, tail_threshold=0.014, centerline_jitter_px=0.6, head_scale=1.03)
+
+
+@dataclass
+class RatersConfig:
+    """The three raters; GT1 labels every split, GT2 and GT3 only ``test_small``."""
+
+    gt1: RaterConfig = field(default_factory=_gt1)
+    gt2: RaterConfig = field(default_factory=_gt2)
+    gt3: RaterConfig = field(default_factory=_gt3)
+
+    def as_list(self) -> list[RaterConfig]:
+        """The raters in order GT1, GT2, GT3."""
+        return [self.gt1, self.gt2, self.gt3]
+
+
+@dataclass
+class SynthConfig:
+    """All parameters of the generator; written to ``synth.json`` next to the data."""
+
+    height: int = 512
+    width: int = 512
+    pixel_size_um: float = 0.3  # micrometres per pixel (SegSperm-like magnification)
+    fps: float = 25.0
+    video_length: int = 300  # frames per video from which the dataset frames are drawn
+    images_per_video: int = 10  # dataset images per video (SegSperm: 432 images from 40 videos)
+    sperm: SpermConfig = field(default_factory=SpermConfig)
+    optics: OpticsConfig = field(default_factory=OpticsConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    raters: RatersConfig = field(default_factory=RatersConfig)
+    min_mask_width_px: float = 2.0  # truth tails are at least this wide, so that a thin tail stays connected
