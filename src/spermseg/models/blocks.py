@@ -432,3 +432,31 @@ class PyramidHead(nn.Module):
         resized = [resize_to(f, size) for f in per_level]
         merged = torch.cat(resized, dim=1) if self.merge == "cat" else torch.stack(resized).sum(0)
         return merged, per_level
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Deep supervision with padding: auxiliary outputs aligned with the cropped logits (unet_pp, unet3p)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class DeeplySupervisedModel(SegmentationModel):
+    """A :class:`SegmentationModel` whose auxiliary outputs are returned on the input grid too.
+
+    ``SegmentationModel.forward`` crops only the main logits. An auxiliary map of a padded input (at the padded
+    size or a fraction of it) that the loss merely resized to the target would be shifted and stretched by the
+    padding. Here every auxiliary map is upsampled bilinearly (as logits) to the padded size, which is what the
+    original UNet++ and UNet 3+ side outputs are, and cropped with the main output's box.
+
+    Forward: (B, C, H, W) -> logits (B, K, H, W), or in training mode ``(logits, [aux (B, K, H, W), ...])``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        out = super().forward(x)
+        if not isinstance(out, tuple):
+            return out
+        main, aux = out
+        h, w = x.shape[-2:]
+        top, bottom = central_padding(h, self.divisor)
+        left, right = central_padding(w, self.divisor)
+        padded = (h + top + bottom, w + left + right)
+        return main, [crop_to(resize_to(a, padded), top, left, h, w) for a in aux]
