@@ -209,49 +209,56 @@ class Augmenter:
         contrast = 1 + (2 * u[2] - 1) * cfg.contrast
         brightness = 1 + (2 * u[3] - 1) * cfg.brightness
 
+        import torch.nn.functional as F
+
         dev = images.device
-        n_img = images.shape[1]
-        x = images if masks is None else torch.cat([images, masks.to(images.dtype)], dim=1)
-        x = x.clone()
+        h, w = images.shape[2], images.shape[3]
+        # Work on copies; image and masks get the same geometric parameters but separate (cheaper) calls, so no
+        # concatenated tensor is built. Masks are only touched where a geometric op applies.
+        img = images.clone()
+        out_masks = None if masks is None else masks.clone()
         # 1-2. flips: exact index reversal
         for op, dim in (("hflip", 3), ("vflip", 2)):
             idx = on[op].nonzero().flatten().to(dev)
             if idx.numel():
-                x[idx] = x[idx].flip(dim)
+                img[idx] = img[idx].flip(dim)
+                if out_masks is not None:
+                    out_masks[idx] = out_masks[idx].flip(dim)
         # 3-4. rotation and zoom: one affine warp for the samples that get either
-        rot = on["rotate"]
-        zoom = on["zoom"]
+        rot, zoom = on["rotate"], on["zoom"]
         warp = (rot | zoom).nonzero().flatten()
         if warp.numel():
             theta = _affine_theta(
                 torch.where(rot, angle, torch.zeros_like(angle))[warp],
                 torch.where(zoom, scale, torch.ones_like(scale))[warp],
-                height=x.shape[2],
-                width=x.shape[3],
-            ).to(device=dev, dtype=x.dtype)
+                height=h,
+                width=w,
+            ).to(device=dev, dtype=img.dtype if img.is_floating_point() else torch.float32)
             idx = warp.to(dev)
-            import torch.nn.functional as F
-
-            grid = F.affine_grid(theta, [len(warp), x.shape[1], x.shape[2], x.shape[3]], align_corners=False)
-            x[idx] = F.grid_sample(x[idx], grid, mode="bilinear", padding_mode=cfg.padding_mode, align_corners=False)
-        img = x[:, :n_img]
-        out_masks = None if masks is None else (x[:, n_img:] > 0.5).to(masks.dtype)
+            grid = F.affine_grid(theta, [len(warp), 1, h, w], align_corners=False)
+            kw = {"mode": "bilinear", "padding_mode": cfg.padding_mode, "align_corners": False}
+            img[idx] = F.grid_sample(img[idx], grid.to(img.dtype), **kw)
+            if out_masks is not None:
+                warped = F.grid_sample(out_masks[idx].to(grid.dtype), grid, **kw)
+                out_masks[idx] = (warped > 0.5).to(out_masks.dtype)  # re-binarize: masks stay {0, 1}
         # 5. Gaussian blur (image only)
         blur = on["blur"].nonzero().flatten()
         if blur.numel():
-            img[blur.to(dev)] = _blur(img[blur.to(dev)], ksize.cpu()[blur], radius=hi_k // 2)
-        # 6-7. contrast about the image mean, then relative brightness
-        c = torch.where(on["contrast"], contrast, torch.ones_like(contrast)).to(device=dev, dtype=img.dtype)
-        br = torch.where(on["brightness"], brightness, torch.ones_like(brightness)).to(device=dev, dtype=img.dtype)
+            idx = blur.to(dev)
+            img[idx] = _blur(img[idx], ksize.cpu()[blur], radius=hi_k // 2)
+        # 6-7. contrast about the image mean, then relative brightness, then clip (only these can leave [0, 1]:
+        # warps interpolate and the blur kernel is normalized and non-negative)
         sel = (on["contrast"] | on["brightness"]).nonzero().flatten()
         if sel.numel():
+            c = torch.where(on["contrast"], contrast, torch.ones_like(contrast))[sel]
+            br = torch.where(on["brightness"], brightness, torch.ones_like(brightness))[sel]
+            c = c.to(device=dev, dtype=img.dtype).view(-1, 1, 1, 1)
+            br = br.to(device=dev, dtype=img.dtype).view(-1, 1, 1, 1)
             idx = sel.to(dev)
             sub = img[idx]
             mean = sub.mean(dim=(1, 2, 3), keepdim=True)
-            sub = (sub - mean) * c[idx].view(-1, 1, 1, 1) + mean
-            img[idx] = sub * br[idx].view(-1, 1, 1, 1)
-        img = img.clamp(0.0, 1.0)
-        return img.contiguous(), None if out_masks is None else out_masks.contiguous()
+            img[idx] = ((sub - mean) * c + mean).mul_(br).clamp_(0.0, 1.0)
+        return img, out_masks
 
 
 def _affine_theta(angle: torch.Tensor, scale: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
