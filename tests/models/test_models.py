@@ -75,7 +75,7 @@ def check_train_step(model: nn.Module, size: tuple[int, int]) -> None:
     out = model(x)
     main_out, aux = split_outputs(out)
     assert main_out.shape == (2, 1, *size)
-    for a in aux:
+    for a in aux:  # auxiliary maps are aligned with the input (the loss may still resize lower-resolution ones)
         assert a.ndim == 4 and a.shape[:2] == (2, 1)
     total_loss(out).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -181,7 +181,7 @@ def test_unet_pp_deep_supervision() -> None:
     model = tiny("unet_pp", deep_supervision=True).train()
     out = model(torch.randn(2, 1, 70, 90))
     logits, aux = split_outputs(out)
-    assert len(aux) == 3 and all(a.shape == (2, 1, 80, 96) for a in aux)  # X(0,1..3) at padded full resolution
+    assert len(aux) == 3 and all(a.shape == (2, 1, 70, 90) for a in aux)  # X(0,1..3), cropped like the logits
     assert logits.shape == (2, 1, 70, 90)
     total_loss(out).backward()
     assert all(h.weight.grad is not None for h in model.heads)
@@ -192,7 +192,7 @@ def test_unet_pp_deep_supervision() -> None:
 def test_unet3p_outputs_cgm_and_options() -> None:
     model = tiny("unet3p", cgm=True).train()
     logits, aux = split_outputs(model(torch.randn(2, 1, 64, 64)))
-    assert [tuple(a.shape[-2:]) for a in aux] == [(32, 32), (16, 16), (8, 8), (4, 4)]  # D2..D4, E5
+    assert len(aux) == 4 and all(a.shape == (2, 1, 64, 64) for a in aux)  # D2..D4, E5 upsampled
     (logits.mean() + sum(a.mean() for a in aux)).backward()
     assert model.cls[1].weight.grad is not None and model.cls[1].weight.grad.abs().sum() > 0
     plain = tiny("unet3p", deep_supervision=False).train()
@@ -282,3 +282,24 @@ def test_models_command_table_and_errors(capsys: pytest.CaptureFixture[str]) -> 
     assert all(n in table for n in MODELS)
     assert main(["models", "nonet"]) == 2
     assert "valid:" in capsys.readouterr().err
+
+
+def test_aux_outputs_are_aligned_with_the_logits_on_padded_inputs() -> None:
+    """Aux maps of a padded input are cropped with the logits' box, not stretched over the padding."""
+    from spermseg.models.blocks import DeeplySupervisedModel
+
+    class Echo(DeeplySupervisedModel):
+        """Returns its padded input as logits and as two aux maps (full and coarse resolution)."""
+
+        divisor = 16
+
+        def forward_padded(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            coarse = z[..., ::2, ::2].repeat_interleave(2, -2).repeat_interleave(2, -1)
+            return z, [z, coarse]
+
+    z = torch.arange(70 * 90, dtype=torch.float32).view(1, 1, 70, 90)  # value = 90 * row + column
+    main_out, (full, coarse) = Echo().train()(z)
+    assert torch.equal(main_out, z) and torch.equal(full, z)
+    # At most one row and one column off (90 + 1); resizing the padded 80x96 map to 70x90 would be 5 rows off.
+    assert coarse.shape == z.shape and (coarse - z).abs().max() <= 91
+    assert isinstance(Echo().eval()(z), tuple)  # Echo ignores the mode; real models return logits in eval

@@ -8,8 +8,9 @@ each of the five inputs goes through a 3x3 convolution (BN, ReLU) to ``width`` c
 classes on each of D1..D4 and E5.
 
 Deep supervision convention (see :mod:`spermseg.models`): main logits from D1; training mode returns
-``(logits, [D2, D3, D4, E5 logits])`` at their own resolutions (1/2 .. 1/16; the loss upsamples them), eval mode
-the logits only. With ``deep_supervision=False`` only the D1 head exists.
+``(logits, [D2, D3, D4, E5 logits])``, each upsampled bilinearly to the input size as in the original (and cropped
+like the logits, see :class:`~spermseg.models.blocks.DeeplySupervisedModel`); eval mode the logits only, without
+running the auxiliary heads. With ``deep_supervision=False`` only the D1 head exists.
 
 Classification-guided module (CGM, optional, off by default): dropout, a 1x1 convolution and global max-pooling
 on E5 give a per-class "object present" logit ``c``. The original multiplies the segmentation probabilities by
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spermseg.models.blocks import ConvNormAct, SegmentationModel, UNetEncoder, doubling_channels, resize_to
+from spermseg.models.blocks import ConvNormAct, DeeplySupervisedModel, UNetEncoder, doubling_channels, resize_to
 from spermseg.models.registry import register_model
 
 LEVELS = 5
@@ -49,7 +50,7 @@ def gated_logits(seg: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     return -torch.logsumexp(torch.stack([-seg, -cls, -seg - cls]), dim=0)
 
 
-class UNet3Plus(SegmentationModel):
+class UNet3Plus(DeeplySupervisedModel):
     """UNet 3+ with 4 poolings; ``divisor`` 16.
 
     Args:
@@ -60,7 +61,7 @@ class UNet3Plus(SegmentationModel):
         deep_supervision: heads on D2..D4 and E5, returned in training mode.
         cgm: add the classification-guided module (soft gate, see the module docstring).
 
-    Forward: (B, C, H, W) -> logits (B, K, H, W); training with deep supervision: ``(logits, [4 aux maps])``.
+    Forward: (B, C, H, W) -> logits (B, K, H, W); training with deep supervision: ``(logits, [4 x (B, K, H, W)])``.
     """
 
     divisor = 2 ** (LEVELS - 1)

@@ -6,9 +6,10 @@ previous nodes of its row, X(i, 0) .. X(i, j-1), and the 2x2 transposed-convolut
 The top row X(0, 1..4) are full-resolution outputs; with deep supervision each gets a 1x1 head.
 
 Deep supervision convention (see :mod:`spermseg.models`): the main logits are the head of X(0, 4) (the full
-network); in training mode the model returns ``(logits, [head(X(0,1)), head(X(0,2)), head(X(0,3))])``, all at full
-resolution, and in eval mode the logits only. Without deep supervision there is a single head on X(0, 4) (no
-unused parameters). About 9.0M parameters at ``width=32``.
+network); in training mode the model returns ``(logits, [head(X(0,1)), head(X(0,2)), head(X(0,3))])``, all at the
+input's size (cropped like the logits, see :class:`~spermseg.models.blocks.DeeplySupervisedModel`), and in eval
+mode the logits only. Without deep supervision there is a single head on X(0, 4) (no unused parameters). About
+9.0M parameters at ``width=32``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spermseg.models.blocks import DoubleConv, SegmentationModel, UNetEncoder, doubling_channels
+from spermseg.models.blocks import DeeplySupervisedModel, DoubleConv, UNetEncoder, doubling_channels
 from spermseg.models.registry import register_model
 
 DEPTH = 4  # number of poolings
 
 
-class UNetPlusPlus(SegmentationModel):
+class UNetPlusPlus(DeeplySupervisedModel):
     """UNet++ L4 with 4 poolings; ``divisor`` 16.
 
     Args:
