@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spermseg.errors import ConfigError, DataError
@@ -306,7 +305,8 @@ def deep_supervision_loss(
 
     ``loss = BCE(logits, y) + sum_s alpha_s * BCE(up(aux_s), y)``, each BCE averaged over pixels and batch (Eq. 2
     sums; the mean only rescales the learning rate), ``up`` bilinear upsampling of the aux logits to the target
-    size (no-op when they already have it). Eq. (3) as printed lists only the scale terms; the fused output gets
+    size (no-op when they already have it). Delegates to :func:`spermseg.engine.losses.deep_supervision_loss`
+    with ``alphas = (1, *alphas)``. Eq. (3) as printed lists only the scale terms; the fused output gets
     weight 1 besides, otherwise its final convolution would receive no gradient at all. With ``aux`` empty this
     is plain BCE, so the function serves every model.
 
@@ -322,14 +322,13 @@ def deep_supervision_loss(
     Raises:
         ConfigError: when the number of alphas differs from the number of aux maps, or an alpha is not positive.
     """
-    target = target.to(logits.dtype)
-    loss = F.binary_cross_entropy_with_logits(logits, target)
-    if not aux:
-        return loss
-    weights = _check_alphas(alphas, len(aux))
-    for alpha, a in zip(weights, aux):
-        loss = loss + alpha * F.binary_cross_entropy_with_logits(resize_to(a, target.shape[-2:]), target)
-    return loss
+    # One implementation of deep supervision in the project: the training engine's, with BCE and the fused
+    # output's weight 1 first (its alphas cover main + aux outputs). Imported lazily: engine imports models.
+    from spermseg.engine.losses import bce_loss
+    from spermseg.engine.losses import deep_supervision_loss as _engine_deep_supervision_loss
+
+    weights = _check_alphas(alphas, len(aux)) if aux else ()
+    return _engine_deep_supervision_loss(logits, list(aux), target.to(logits.dtype), bce_loss, (1.0, *weights))
 
 
 def parameter_counts(n_masks: int = 3, **kwargs: Any) -> dict[str, int]:
