@@ -233,3 +233,15 @@ def test_cuda_matches_cpu() -> None:
     assert gpu[0].is_cuda and gpu[1].is_cuda
     assert torch.allclose(cpu[0], gpu[0].cpu(), atol=1e-4)
     assert (cpu[1] != gpu[1].cpu()).sum() <= 8  # bilinear rounding at the 0.5 boundary may differ
+
+
+def test_random_draws_do_not_depend_on_enabled_ops() -> None:
+    """The trainer replays a geometric-only Augmenter on soft masks from the same generator state."""
+    images, masks = _sperm_like(b=8)
+    full = Augmenter(AugmentConfig())
+    geo = Augmenter(AugmentConfig(ops=("hflip", "vflip", "rotate", "zoom")))
+    g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    _, m_full = full(images, masks, g1)
+    soft, _ = geo(masks, None, g2)  # masks passed as multi-channel "images": warped, not re-binarized
+    assert torch.equal((soft > 0.5).float(), m_full)
+    assert torch.equal(g1.get_state(), g2.get_state())  # both advanced the generator identically
