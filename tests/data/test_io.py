@@ -174,6 +174,20 @@ def test_color_mask_uses_max_channel(tmp_path: Path) -> None:
     np.testing.assert_array_equal(io.read_mask(tmp_path / "red.png"), MASK)
 
 
+def test_float_mask_values(tmp_path: Path) -> None:
+    f = MASK.astype(np.float32)
+    f[0, 0] = 0.5
+    tifffile.imwrite(tmp_path / "half.tif", f)
+    with pytest.raises(DataError, match=r"half\.tif is not binary \(found 0.5"):
+        io.read_mask(tmp_path / "half.tif")
+    assert io.read_mask(tmp_path / "half.tif", binarize_threshold=0.4)[0, 0]
+    m16 = MASK.astype(np.uint16) * 65535
+    m16[0, 0] = 300
+    tifffile.imwrite(tmp_path / "m16.tif", m16)
+    with pytest.raises(DataError, match="found 300"):
+        io.read_mask(tmp_path / "m16.tif")
+
+
 def test_nan_float_mask_is_error(tmp_path: Path) -> None:
     f = MASK.astype(np.float32)
     f[0, 0] = np.nan

