@@ -115,19 +115,19 @@ class RaterConfig:
     miss_probability: float = 0.5  # ... are missed with this probability
     base_miss_probability: float = 0.02  # any sperm
     cut_miss_probability: float = 0.3  # sperm whose head is outside the frame (only part of a tail visible)
-    false_positive_probability: float = 0.06  # per sperm-like debris item
+    false_positive_probability: float = 0.02  # per sperm-like debris item ("raters rarely confuse debris")
 
 
 def _gt1() -> RaterConfig:
-    return RaterConfig(width_bias_px=0.5, tail_threshold=0.018)
+    return RaterConfig(width_bias_px=0.6, tail_threshold=0.018)
 
 
 def _gt2() -> RaterConfig:
-    return RaterConfig(width_bias_px=0.3, tail_threshold=0.024, contour_noise_px=0.7, head_scale=0.97)
+    return RaterConfig(width_bias_px=0.4, tail_threshold=0.024, contour_noise_px=0.7, head_scale=0.97)
 
 
 def _gt3() -> RaterConfig:
-    return RaterConfig(width_bias_px=0.6, tail_threshold=0.014, centerline_jitter_px=0.6, head_scale=1.03)
+    return RaterConfig(width_bias_px=0.7, tail_threshold=0.014, centerline_jitter_px=0.6, head_scale=1.03)
 
 
 @dataclass

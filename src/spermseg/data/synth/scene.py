@@ -326,7 +326,7 @@ def _sample_debris(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, p
             )
         )
     for _ in range(_ui(rng, bg.head_debris)):
-        a = rng.uniform(1.2, 3.0) / px
+        a = rng.uniform(1.0, 2.5) / px
         out.append(
             Debris(
                 "head",
