@@ -117,7 +117,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": base, "data": data, "cache": cache}
 
 
-def test_selections_e1_to_e4(pipeline: dict[str, Path]) -> None:
+def test_selections_e1_to_e4(pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     from spermseg.engine.mask_cache import load_manifest
     from spermseg.experiments.selection import all_selections, model_scores, rank_architectures, select_inputs
 
@@ -145,6 +145,12 @@ def test_selections_e1_to_e4(pipeline: dict[str, Path]) -> None:
     # explicit selections: ids and architectures (architecture -> its best seed)
     custom = select_inputs(manifest, "fpn_s0,unet")
     assert custom.model_ids == ["fpn_s0", best_unet] and custom.name == "custom"
+    # the CLI prints the same selections
+    from spermseg.cli import main
+
+    assert main(["ensemble", "select", "--cache", str(pipeline["cache"]), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {k: v["model_ids"] for k, v in printed.items()} == {k: v.model_ids for k, v in sels.items()}
     with pytest.raises(ConfigError, match="unknown selection item"):
         select_inputs(manifest, "nonexistent")
     with pytest.raises(ConfigError, match="bad rank_on"):

@@ -118,8 +118,9 @@ def make_fold_root(data_root: str | Path, split: str, keep: Sequence[str], out: 
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(src, dst)
     # Remove links of samples that are no longer wanted (a rebuilt fold assignment).
-    for link in out.rglob("*"):
-        if link.is_symlink() and link.resolve() not in {Path(f).resolve() for f in files}:
+    wanted_files = {Path(f).resolve() for f in files}
+    for link in list(out.rglob("*")):
+        if link.is_symlink() and link.resolve() not in wanted_files:
             link.unlink()
     return out
 
