@@ -1,0 +1,30 @@
+"""``spermseg export``: export a bundle (or one trained model) to ONNX as one graph.
+
+Example:
+    spermseg export --model bundles/e3_att_v2 --out e3_att_v2.onnx --check
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "export a model bundle to ONNX (dynamic batch and spatial size) and check parity with PyTorch"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="bundle directory, run directory or checkpoint")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset version")
+    parser.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch on random images")
+
+
+def run(args: argparse.Namespace) -> int:
+    from spermseg.engine.onnx_export import export_onnx, parity_check
+
+    out = export_onnx(args.model, args.out, opset=args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.check:
+        diff = parity_check(args.model, out)
+        print(f"parity: max |onnx - torch| = {diff:.2e} over sizes 64x64, 70x90, 2x96x128")
+        return 0 if diff < 1e-4 else 1
+    return 0

@@ -1,0 +1,306 @@
+"""Model bundles: base models + optional ensembling network + normalization + threshold in one directory.
+
+Layout of ``MODEL_DIR``::
+
+    bundle.json                      manifest: format, versions, combine rule, threshold, members (+ sha256)
+    base_0_<name>.safetensors/.json  base model checkpoints (weights + sidecar, as written by training)
+    ensemble.safetensors/.json       the ensembling network (when combine == "ensemble")
+
+``combine`` is ``single`` (one base model), ``average`` (mean of the base models' probabilities, the paper's Avg)
+or ``ensemble`` (the base models' soft masks, in the order the network was trained on, feed the ensembling
+network together with the image). :class:`Predictor` is the whole pipeline as one ``nn.Module`` mapping raw
+[0, 1] images to probabilities, normalization included, so it exports to ONNX as one graph.
+
+Threshold: the ensemble's (or single model's) validation t_opt from its checkpoint; for an average of several
+models, whose own t_opt was never measured, the mean of the members' t_opt (recorded as such); ``--threshold``
+overrides it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spermseg import __version__
+from spermseg.errors import CheckpointError
+from spermseg.utils.atomic import atomic_path, atomic_write_json
+
+BUNDLE_FORMAT = 1
+MANIFEST = "bundle.json"
+
+
+class Predictor(nn.Module):
+    """Raw images (B, 1, H, W) in [0, 1] -> probabilities (B, 1, H, W), the bundle's whole pipeline.
+
+    Each base model sees the image normalized as in its training; the ensembling network sees its own
+    normalization of the image and the base models' probabilities, stacked in its training order.
+    """
+
+    def __init__(
+        self,
+        bases: Sequence[nn.Module],
+        base_normalizations: Sequence[str],
+        ensemble: nn.Module | None = None,
+        ensemble_normalization: str | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not bases:
+            raise CheckpointError("a bundle needs at least one base model")
+        self.bases = nn.ModuleList(bases)
+        self.base_normalizations = list(base_normalizations)
+        self.ensemble = ensemble
+        self.ensemble_normalization = ensemble_normalization or "minmax"
+        self.threshold = float(threshold)
+
+    @property
+    def combine(self) -> str:
+        if self.ensemble is not None:
+            return "ensemble"
+        return "single" if len(self.bases) == 1 else "average"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from spermseg.data.transforms import normalize
+        from spermseg.models.blocks import split_outputs
+
+        probs = [
+            torch.sigmoid(split_outputs(model(normalize(x, norm)))[0].float())
+            for model, norm in zip(self.bases, self.base_normalizations)
+        ]
+        stacked = torch.cat(probs, dim=1)
+        if self.ensemble is None:
+            return stacked.mean(dim=1, keepdim=True)
+        logits = split_outputs(self.ensemble(normalize(x, self.ensemble_normalization), stacked))[0]
+        return torch.sigmoid(logits.float())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Creating a bundle
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    from spermseg.engine.mask_cache import file_sha256
+
+    return file_sha256(path)
+
+
+def _bases_of_ensemble(meta: dict[str, Any], where: str) -> list[Path]:
+    """Base checkpoints of an ensembling network, in its input order, from the mask cache it was trained on."""
+    from spermseg.engine.mask_cache import load_manifest
+
+    ids = meta.get("inputs") or []
+    cache = meta.get("mask_cache")
+    if not ids or not cache:
+        raise CheckpointError(f"{where} does not record its input models; pass them with --base in training order")
+    models = load_manifest(cache)["models"]
+    missing = [i for i in ids if i not in models]
+    if missing:
+        raise CheckpointError(f"mask cache {cache} no longer lists {', '.join(missing)}; pass --base explicitly")
+    return [Path(models[i]["checkpoint"]) for i in ids]
+
+
+def _check_base_order(meta: dict[str, Any], bases: Sequence[Path], where: str) -> None:
+    """When the ensemble's mask cache is still there, check that ``bases`` are its inputs in training order."""
+    from spermseg.engine.mask_cache import load_manifest
+
+    ids, cache = meta.get("inputs") or [], meta.get("mask_cache")
+    if not ids or not cache or not (Path(cache) / "manifest.json").is_file():
+        return
+    models = load_manifest(cache)["models"]
+    for position, (model_id, base) in enumerate(zip(ids, bases)):
+        expected = models.get(model_id, {}).get("checkpoint_sha256")
+        if expected and expected != _sha256(base.with_suffix(".safetensors")):
+            raise CheckpointError(
+                f"--base number {position + 1} ({base}) is not '{model_id}', the model the ensemble {where} was "
+                f"trained on at that position; pass the base runs in this order: {', '.join(ids)}"
+            )
+
+
+def create_bundle(
+    base: Sequence[str | Path], out: str | Path, ensemble: str | Path | None = None, threshold: float | None = None
+) -> Path:
+    """Pack base models (and an ensembling network) into ``out``.
+
+    Args:
+        base: base-model run directories or checkpoints; with an ensemble, in the order it was trained on (empty:
+            taken from the ensemble's mask cache).
+        out: the bundle directory (created; an existing bundle there is replaced).
+        ensemble: an ensembling-network run directory or checkpoint, or None (single model or average).
+        threshold: decision threshold; default: see the module docstring.
+
+    Returns:
+        The bundle directory.
+    """
+    from spermseg.engine.checkpoints import read_meta, resolve_checkpoint
+
+    out = Path(out)
+    ens_stem = resolve_checkpoint(ensemble) if ensemble is not None else None
+    ens_meta = read_meta(ens_stem) if ens_stem is not None else None
+    if ens_meta is not None and ens_meta.get("kind") != "ensemble":
+        raise CheckpointError(f"--ensemble {ensemble} is a base model; pass it with --base")
+    stems = [resolve_checkpoint(b) for b in base]
+    if ens_meta is not None:
+        if not stems:
+            stems = [resolve_checkpoint(p) for p in _bases_of_ensemble(ens_meta, str(ens_stem))]
+        if len(stems) != int(ens_meta["n_masks"]):
+            raise CheckpointError(
+                f"the ensemble {ens_stem} takes {ens_meta['n_masks']} soft masks but {len(stems)} base models were "
+                "given; pass exactly its input models with --base"
+            )
+        _check_base_order(ens_meta, stems, str(ens_stem))
+    if not stems:
+        raise CheckpointError("no model given: pass --base RUN_DIR (one or more) and optionally --ensemble RUN_DIR")
+    metas = [read_meta(s) for s in stems]
+    for stem, meta in zip(stems, metas):
+        if meta.get("kind", "base") != "base":
+            raise CheckpointError(f"--base {stem} is an ensembling network; pass it with --ensemble")
+
+    if threshold is not None:
+        thr, source = float(threshold), "given"
+    elif ens_meta is not None:
+        thr, source = float(ens_meta.get("threshold", 0.5)), "ensemble validation t_opt"
+    elif len(metas) == 1:
+        thr, source = float(metas[0].get("threshold", 0.5)), "validation t_opt"
+    else:
+        thr = sum(float(m.get("threshold", 0.5)) for m in metas) / len(metas)
+        source = "mean of the members' validation t_opt (the average's own t_opt was not measured)"
+
+    if out.exists():
+        if not (out / MANIFEST).is_file():
+            raise CheckpointError(f"{out} exists and is not a bundle; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    members: list[dict[str, Any]] = []
+    for i, (stem, meta) in enumerate(zip(stems, metas)):
+        members.append(_copy_member(stem, meta, out, f"base_{i}_{meta['model']}", "base"))
+    if ens_stem is not None and ens_meta is not None:
+        members.append(_copy_member(ens_stem, ens_meta, out, "ensemble", "ensemble"))
+    combine = "ensemble" if ens_meta is not None else ("single" if len(stems) == 1 else "average")
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "spermseg_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "combine": combine,
+        "threshold": thr,
+        "threshold_source": source,
+        "members": members,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return out
+
+
+def _copy_member(stem: Path, meta: dict[str, Any], out: Path, name: str, role: str) -> dict[str, Any]:
+    src = stem.with_suffix(".safetensors")
+    with atomic_path(out / f"{name}.safetensors") as tmp:
+        shutil.copyfile(src, tmp)
+    atomic_write_json(out / f"{name}.json", meta)
+    return {
+        "role": role,
+        "file": f"{name}.safetensors",
+        "sha256": _sha256(out / f"{name}.safetensors"),
+        "model": meta["model"],
+        "normalization": meta.get("normalization", "minmax"),
+        "threshold": meta.get("threshold"),
+        "source": str(stem.resolve()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def load_predictor(path: str | Path, *, threshold: float | None = None) -> Predictor:
+    """Load a bundle directory, a run directory or a checkpoint as a :class:`Predictor` (eval mode, CPU).
+
+    A base-model run or checkpoint gives a single-model predictor; an ensembling network's run gives the full
+    ensemble when its mask cache still names its base models.
+
+    Raises:
+        CheckpointError: missing files, a checksum or format mismatch, or incompatible versions (explained).
+    """
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        predictor = _load_bundle_dir(path)
+    else:
+        from spermseg.engine.checkpoints import load_model, read_meta, resolve_checkpoint
+
+        stem = resolve_checkpoint(path)
+        meta = read_meta(stem)
+        if meta.get("kind") == "ensemble":
+            bases = [load_model(p) for p in _bases_of_ensemble(meta, str(stem))]
+            predictor = Predictor(
+                bases,
+                [b.spermseg_meta.get("normalization", "minmax") for b in bases],  # type: ignore[union-attr]
+                load_model(stem),
+                meta.get("normalization", "minmax"),
+                float(meta.get("threshold", 0.5)),
+            )
+        else:
+            model = load_model(stem)
+            predictor = Predictor(
+                [model], [meta.get("normalization", "minmax")], None, None, float(meta.get("threshold", 0.5))
+            )
+    if threshold is not None:
+        predictor.threshold = float(threshold)
+    return predictor.eval()
+
+
+def read_bundle_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and check ``bundle.json`` (format and spermseg major version)."""
+    import json
+
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {path / MANIFEST}: {exc}; recreate the bundle with 'spermseg bundle'"
+        ) from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise CheckpointError(
+            f"{path} has bundle format {manifest.get('format')}, this spermseg {__version__} reads format "
+            f"{BUNDLE_FORMAT}; recreate the bundle with this version"
+        )
+    made_with = str(manifest.get("spermseg_version", "?"))
+    if made_with.split(".")[0] != __version__.split(".")[0]:
+        raise CheckpointError(
+            f"{path} was made with spermseg {made_with}, incompatible with {__version__} (major version differs); "
+            f"install spermseg {made_with.split('.')[0]}.x or recreate the bundle"
+        )
+    return manifest
+
+
+def _load_bundle_dir(path: Path) -> Predictor:
+    from spermseg.engine.checkpoints import load_model
+
+    manifest = read_bundle_manifest(path)
+    bases: list[nn.Module] = []
+    norms: list[str] = []
+    ensemble: nn.Module | None = None
+    ens_norm: str | None = None
+    for member in manifest["members"]:
+        weights = path / member["file"]
+        if not weights.is_file():
+            raise CheckpointError(f"bundle {path} lacks {member['file']}; the bundle is incomplete, recreate it")
+        digest = _sha256(weights)
+        if digest != member["sha256"]:
+            raise CheckpointError(
+                f"checksum mismatch for {weights} (bundle says {member['sha256'][:12]}..., file is {digest[:12]}...): "
+                "the file was changed or corrupted; recreate the bundle"
+            )
+        model = load_model(weights)
+        if member["role"] == "ensemble":
+            ensemble, ens_norm = model, member["normalization"]
+        else:
+            bases.append(model)
+            norms.append(member["normalization"])
+    return Predictor(bases, norms, ensemble, ens_norm, float(manifest["threshold"]))
