@@ -341,7 +341,7 @@ def test_videos_are_written_with_truth(tmp_path: Path) -> None:
         tmp_path, cfg, n_train=1, n_test=1, n_test_small=0, seed=0, n_videos=1, n_frames=3, show_progress=False
     )
     (video,) = m["videos"]
-    vdir = tmp_path / "videos" / f"{video['video']:02d}"
+    vdir = tmp_path / "videos" / video["id"]
     assert len(list((vdir / "frames").glob("*.png"))) == 3
     for p in PARTS:
         assert len(list((vdir / "truth" / p).glob("*.png"))) == 3
@@ -407,3 +407,13 @@ def test_default_noise_resembles_paper_table2() -> None:
     assert 0.5 <= res["full"]["mean_pooled"] <= 0.68
     assert res["head"]["mean_pooled"] > res["tail"]["mean_pooled"] + 0.12
     assert 0.4 <= res["tail"]["mean_pooled"] <= 0.6
+
+
+@pytest.mark.slow
+def test_worker_processes_write_the_same_bytes(tmp_path: Path) -> None:
+    cfg = small_cfg(96)
+    cfg.images_per_video = 2
+    kw = dict(n_train=4, n_test=2, n_test_small=2, seed=8, n_videos=1, n_frames=2, mp4=False, show_progress=False)
+    generate_dataset(tmp_path / "one", cfg, **kw)
+    generate_dataset(tmp_path / "two", cfg, workers=2, **kw)
+    assert tree_hashes(tmp_path / "one") == tree_hashes(tmp_path / "two")

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a parameter, e.g. --set optics.contrast=[0.1,0.2] (repeatable)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a previous synthetic dataset in OUT")
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="processes (one video each); output does not depend on it"
+    )
     parser.add_argument("--json", action="store_true", help="print the manifest (synth.json) on stdout")
 
 
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         n_frames=args.frames if args.videos else 0,
         mp4=not args.no_mp4,
         overwrite=args.overwrite,
+        workers=args.workers,
     )
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))
@@ -80,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
         parts = [f"{s}: {len(splits[s]['images'])} images from {len(splits[s]['videos'])} videos" for s in splits]
         print(f"wrote {args.out} ({'; '.join(parts)}; {cfg.height}x{cfg.width}, {cfg.pixel_size_um} um/px)")
         for v in manifest["videos"]:
-            print(f"video {v['video']:02d}: {v['frames']} frames" + (f", {v['mp4']}" if v["mp4"] else ", no MP4"))
+            print(f"video {v['id']}: {v['frames']} frames" + (f", {v['mp4']}" if v["mp4"] else ", no MP4"))
     sys.stdout.flush()
     return 0

@@ -79,19 +79,23 @@ def rater_masks(
     ]
 
 
-def plan(cfg: SynthConfig, n_train: int, n_test: int, n_test_small: int, seed: int) -> tuple[list[Item], dict]:
+def plan(
+    cfg: SynthConfig, n_train: int, n_test: int, n_test_small: int, seed: int, *, n_videos: int = 0
+) -> tuple[list[Item], dict[str, dict[str, Any]], list[int], int]:
     """Assign videos and frames to every image.
 
     Returns:
-        The items in generation order (grouped by video) and a summary ``{split: {"videos": [...], ...}}``.
+        The items in generation order (grouped by video), a summary ``{split: {"videos": [...], "images": [...]}}``,
+        the ids of the extra videos (``n_videos`` of them, used by no split) and the digits of video ids in names.
     """
     ipv = int(cfg.images_per_video)
     n_test_pool = max(n_test, n_test_small)
     n_train_videos = math.ceil(n_train / ipv) if n_train else 0
     n_test_videos = math.ceil(n_test_pool / ipv) if n_test_pool else 0
+    extra = list(range(1 + n_train_videos + n_test_videos, 1 + n_train_videos + n_test_videos + n_videos))
+    width = max(2, len(str(n_train_videos + n_test_videos + n_videos)))
     items: list[Item] = []
     summary: dict[str, dict[str, Any]] = {s: {"videos": [], "images": []} for s in SPLITS}
-    width = max(2, len(str(n_train_videos + n_test_videos)))
     for k in range(n_train):
         video = 1 + k // ipv
         frames = video_frames(cfg, seed, video, min(ipv, n_train - (video - 1) * ipv))
@@ -110,7 +114,7 @@ def plan(cfg: SynthConfig, n_train: int, n_test: int, n_test_small: int, seed: i
         if it.video not in summary[it.split]["videos"]:
             summary[it.split]["videos"].append(it.video)
         summary[it.split]["images"].append(it.name)
-    return items, summary
+    return items, summary, extra, width
 
 
 def generate_dataset(
@@ -125,6 +129,7 @@ def generate_dataset(
     n_frames: int = 0,
     mp4: bool = True,
     overwrite: bool = False,
+    workers: int = 1,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Generate a synthetic dataset (see the module docstring for the layout).
@@ -138,6 +143,7 @@ def generate_dataset(
         n_videos, n_frames: also write this many videos of consecutive frames (videos not used by any split).
         mp4: also encode each video as MP4 when an encoder (imageio-ffmpeg) is available.
         overwrite: replace a previous synthetic dataset in ``out_dir``.
+        workers: processes, one video at a time each; the files do not depend on it.
         show_progress: progress bar on a terminal.
 
     Returns:
@@ -145,46 +151,41 @@ def generate_dataset(
     """
     from spermseg import __version__
     from spermseg.config import config_to_dict
-    from spermseg.data.io import write_image, write_mask
     from spermseg.utils.atomic import atomic_write_json
     from spermseg.utils.progress import progress
 
     _validate(cfg, n_train, n_test, n_test_small, seed, n_videos, n_frames)
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     out = Path(out_dir)
     _prepare_out(out, overwrite)
-    items, summary = plan(cfg, n_train, n_test, n_test_small, seed)
-    bar = progress(
-        total=len(items) + n_videos * n_frames, desc="synth", unit="img", disable=None if show_progress else True
-    )
-    scene: Scene | None = None
-    scene_video = -1
-    cache: dict[tuple[int, int], tuple[Frame, list[dict[str, np.ndarray]]]] = {}
+    items, summary, extra, width = plan(cfg, n_train, n_test, n_test_small, seed, n_videos=n_videos)
+    by_video: dict[int, list[Item]] = {}
     for it in items:
-        if it.video != scene_video:
-            scene, scene_video, cache = scene_for(cfg, seed, it.video), it.video, {}
-        assert scene is not None
-        key = (it.video, it.frame)
-        if key in cache and len(cache[key][1]) >= it.n_raters:
-            frame, raters = cache[key]
-        else:
-            # test and test_small share frames: render once, rate with as many raters as needed
-            frame = cache[key][0] if key in cache else render_item(cfg, scene, seed, it.video, it.frame)
-            raters = rater_masks(cfg, frame, seed, it.video, it.frame, it.n_raters)
-            cache[key] = (frame, raters)
-        split_dir = out / it.split
-        write_image(split_dir / "images" / it.name, frame.image)
-        for r in range(it.n_raters):
-            for part in PARTS:
-                write_mask(split_dir / f"GT{r + 1}_{part}" / it.name, raters[r][part])
-        for part in PARTS:
-            write_mask(out / "truth" / it.split / part / it.name, frame.truth[part])
-        bar.update(1)
+        by_video.setdefault(it.video, []).append(it)
+    # (function, arguments, progress units) per video; every task is independent and seeded by its own ids
+    tasks: list[tuple[Any, tuple, int]] = [
+        (_write_items, (out, cfg, seed, v, its), len(its)) for v, its in by_video.items()
+    ] + [(_write_video, (out, cfg, seed, v, n_frames, mp4, width), n_frames) for v in extra]
+    bar = progress(total=sum(t[2] for t in tasks), desc="synth", unit="img", disable=None if show_progress else True)
+    results: dict[int, Any] = {}
+    if workers == 1 or len(tasks) <= 1:
+        for k, (fn, args, units) in enumerate(tasks):
+            results[k] = fn(*args)
+            bar.update(units)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    first_video = 1 + max([it.video for it in items], default=0)
-    videos: list[dict[str, Any]] = []
-    for v in range(n_videos):
-        videos.append(_write_video(out, cfg, seed, first_video + v, n_frames, mp4, bar))
+        ctx = multiprocessing.get_context("spawn")  # no fork of a parent that may hold threads
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+            futures = {pool.submit(fn, *args): (k, units) for k, (fn, args, units) in enumerate(tasks)}
+            for fut in as_completed(futures):
+                k, units = futures[fut]
+                results[k] = fut.result()
+                bar.update(units)
     bar.close()
+    videos = [results[k] for k in range(len(by_video), len(tasks))]
 
     manifest = {
         "generator": "spermseg.data.synth",
@@ -206,14 +207,38 @@ def generate_dataset(
     return manifest
 
 
+def _write_items(out: Path, cfg: SynthConfig, seed: int, video: int, items: list[Item]) -> None:
+    """Render, rate and write the dataset images of one video."""
+    from spermseg.data.io import write_image, write_mask
+
+    scene = scene_for(cfg, seed, video)
+    cache: dict[int, tuple[Frame, list[dict[str, np.ndarray]]]] = {}
+    for it in items:
+        if it.frame in cache and len(cache[it.frame][1]) >= it.n_raters:
+            frame, raters = cache[it.frame]
+        else:
+            # test and test_small share frames: render once, rate with as many raters as needed
+            frame = cache[it.frame][0] if it.frame in cache else render_item(cfg, scene, seed, video, it.frame)
+            raters = rater_masks(cfg, frame, seed, video, it.frame, it.n_raters)
+            cache[it.frame] = (frame, raters)
+        split_dir = out / it.split
+        write_image(split_dir / "images" / it.name, frame.image)
+        for r in range(it.n_raters):
+            for part in PARTS:
+                write_mask(split_dir / f"GT{r + 1}_{part}" / it.name, raters[r][part])
+        for part in PARTS:
+            write_mask(out / "truth" / it.split / part / it.name, frame.truth[part])
+
+
 def _write_video(
-    out: Path, cfg: SynthConfig, seed: int, video: int, n_frames: int, mp4: bool, bar: Any
+    out: Path, cfg: SynthConfig, seed: int, video: int, n_frames: int, mp4: bool, width: int
 ) -> dict[str, Any]:
     """Consecutive frames of one video, their truth, and an MP4 when possible."""
     from spermseg.data.io import write_image, write_mask
 
     scene = scene_for(cfg, seed, video)
-    vdir = out / "videos" / f"{video:02d}"
+    vid = f"{video:0{width}d}"
+    vdir = out / "videos" / vid
     images = []
     for f in range(n_frames):
         frame = render_item(cfg, scene, seed, video, f)
@@ -222,12 +247,12 @@ def _write_video(
         for part in PARTS:
             write_mask(vdir / "truth" / part / name, frame.truth[part])
         images.append(frame.image)
-        bar.update(1)
     movie = None
     if mp4 and images:
-        movie = write_mp4(vdir / f"{video:02d}.mp4", images, cfg.fps)
+        movie = write_mp4(vdir / f"{vid}.mp4", images, cfg.fps)
     return {
         "video": video,
+        "id": vid,
         "frames": n_frames,
         "fps": cfg.fps,
         "mp4": str(movie.relative_to(out)) if movie is not None else None,
