@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config key, e.g. --set blur_kernels=[1,5,9] (repeatable)",
     )
     parser.add_argument("--report-only", action="store_true", help="only re-render the report from finished steps")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="write the unfinished base-model training runs as independent 'spermseg train' commands "
+        "to OUT/plan/commands.txt (run them in parallel on several GPUs or a cluster), then exit",
+    )
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -96,6 +102,15 @@ def run(args: argparse.Namespace) -> int:
     from spermseg.experiments.reproduce import run_reproduce
 
     cfg = build_config(args)
+    if args.plan:
+        from spermseg.config import save_config
+        from spermseg.experiments.reproduce import Reproduction
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        save_config(cfg, Path(args.out) / "config.yaml")
+        cmds = Reproduction(cfg, args.out).plan_base_runs(Path(args.out) / "plan")
+        print(f"{len(cmds)} unfinished training runs -> {Path(args.out) / 'plan' / 'commands.txt'}")
+        return 0
     steps = [args.steps] if args.steps else None
     if args.report_only:
         steps = []

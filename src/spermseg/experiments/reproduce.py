@@ -83,6 +83,8 @@ class ReproduceConfig:
         qualitative_images: how many test images the difference maps show.
         temporal_frames: at most this many frames of the sequence in Fig. 14.
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (training and inference).
+        threads: torch CPU threads for the whole pipeline (0 = torch's default). On a small, shared CPU one
+            thread is often faster: OpenMP threads spin-wait when cores are contended.
         batch_size: images per inference forward pass.
         compare_paper: show the paper's Tables 2-4 beside ours: ``auto`` (when the data is SegSperm), ``on``,
             ``off``.
@@ -113,6 +115,7 @@ class ReproduceConfig:
     qualitative_images: int = 4
     temporal_frames: int = 40
     device: str = "auto"
+    threads: int = 0
     batch_size: int = 4
     compare_paper: str = "auto"
 
@@ -146,6 +149,7 @@ def _demo() -> ReproduceConfig:
         qualitative_images=3,
         temporal_frames=12,
         device="cpu",
+        threads=1,
     )
 
 
@@ -364,7 +368,13 @@ class Reproduction:
                 normalization=norm,
             ),
             model=dataclasses.replace(tc.model, name=model),
-            runtime=dataclasses.replace(tc.runtime, device=self.cfg.device, progress=False, tensorboard=False),
+            runtime=dataclasses.replace(
+                tc.runtime,
+                device=self.cfg.device,
+                progress=False,
+                tensorboard=False,
+                threads=self.cfg.threads or tc.runtime.threads,
+            ),
         )
         return tc
 
@@ -482,6 +492,54 @@ class Reproduction:
             "metric": "validation AP",
             "ap": ap,
         }
+
+    def plan_base_runs(self, plan_dir: str | Path) -> list[str]:
+        """Write the training runs of steps 2-3 that are not finished as independent commands.
+
+        Each run's resolved config goes to ``plan_dir/MODEL_NORM_sSEED.yaml``; the returned command lines
+        (``spermseg train --data ROOT --config YAML --out RUN_DIR --resume``) produce exactly the run that the
+        pipeline would train, in the directory where it looks for it, so they can run in parallel on many GPUs or
+        cluster nodes (one per GPU, e.g. ``CUDA_VISIBLE_DEVICES=i``); ``spermseg reproduce`` then skips them.
+
+        Returns:
+            The command lines (also written to ``plan_dir/commands.txt``).
+        """
+        import shlex
+
+        from spermseg.config import save_config
+        from spermseg.engine.trainer import is_finished
+        from spermseg.utils.atomic import atomic_write_text
+
+        plan = Path(plan_dir)
+        runs: list[tuple[str, str, int]] = []
+        for model in self.cfg.normalization_models or self.cfg.models:
+            runs += [(model, n, s) for n in self.cfg.normalizations for s in self.cfg.normalization_seeds]
+        runs += [(m, "minmax", s) for m in self.cfg.models for s in self.cfg.seeds]
+        cmds: list[str] = []
+        for model, norm, seed in dict.fromkeys(runs):  # unique, in order
+            rd = self.run_dir(model, norm, seed)
+            if is_finished(rd):
+                continue
+            yml = plan / f"{model}_{norm}_s{seed}.yaml"
+            save_config(self.base_train_config(model, norm, seed), yml)
+            cmds.append(
+                " ".join(
+                    shlex.quote(a)
+                    for a in (
+                        "spermseg",
+                        "train",
+                        "--data",
+                        str(self.root.resolve()),
+                        "--config",
+                        str(yml.resolve()),
+                        "--out",
+                        str(rd.resolve()),
+                        "--resume",
+                    )
+                )
+            )
+        atomic_write_text(plan / "commands.txt", "".join(c + "\n" for c in cmds))
+        return cmds
 
     # -- step 3 -------------------------------------------------------------------------------------------------
     def base_runs(self) -> dict[str, Path]:
@@ -939,6 +997,10 @@ def run_reproduce(
                 f"see {saved}); use another --out, or --force STEP to redo the affected steps"
             )
     save_config(cfg, saved)
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     pipe = Reproduction(cfg, out, log=log)
     runner = StepRunner(out, pipe.steps(), log=log)
     records = runner.run(steps, force=force)
