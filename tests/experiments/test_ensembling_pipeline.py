@@ -189,6 +189,17 @@ def test_avg_and_trained_ensemble_to_table3(pipeline: dict[str, Path], tmp_path:
     prov = json.loads((run / "ensemble.json").read_text())
     e3 = select_inputs(load_manifest(pipeline["cache"]), "E3")
     assert prov["selection"]["model_ids"] == e3.model_ids and prov["seed"] == 3
+    # the ensemble validates on the groups its inputs held out, when they share one validation split
+    from spermseg.cli.ensemble import base_validation_split
+
+    manifest = load_manifest(pipeline["cache"])
+    assert base_validation_split(manifest, ["att_unet_s0", "fpn_s0"]) == (0, 0.25)
+    assert base_validation_split(manifest, ["unet_s0", "unet_s1"]) is None
+    shared = base_validation_split(manifest, e3.model_ids)
+    assert prov["validation_from_base"] == (shared is not None)
+    if shared is not None:
+        base_groups = manifest["models"][e3.model_ids[0]]["run_result"]["val_groups"]
+        assert json.loads((run / "result.json").read_text())["val_groups"] == base_groups
     meta = json.loads((run / "best.json").read_text())
     assert meta["kind"] == "ensemble" and meta["inputs"] == e3.model_ids and meta["n_masks"] == 3
 

@@ -245,6 +245,16 @@ def train_ensemble(
         cfg = dataclasses.replace(cfg, seed=seed)
     if device is not None:
         cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device=device))
+    explicit = any(
+        o.split("=", 1)[0].strip() in ("validation.split_seed", "validation.fraction") for o in (overrides or [])
+    )
+    shared = None if explicit or config else base_validation_split(manifest, selection.model_ids)
+    if shared is not None:
+        # Validate the ensemble on the groups its input models held out: no input mask there is in-sample, so
+        # checkpoint selection and t_opt are honest even with in-sample stacking.
+        cfg = dataclasses.replace(
+            cfg, validation=dataclasses.replace(cfg.validation, split_seed=shared[0], fraction=shared[1])
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     provenance = {
@@ -257,11 +267,32 @@ def train_ensemble(
         "source_cache": str(cache.resolve()),
         "seed": cfg.seed,
         "preset": preset,
+        "validation_from_base": shared is not None,
     }
     if dist.is_main:
         atomic_write_json(out / ENSEMBLE_PROVENANCE, provenance)
     _run_trainer(cfg, out, resume=resume, force=force)
     return provenance
+
+
+def base_validation_split(manifest: dict[str, Any], model_ids: list[str]) -> tuple[int, float] | None:
+    """``(split seed, fraction)`` of the validation split shared by the base runs ``model_ids``, else None.
+
+    Read from each run's ``config.yaml`` (effective split seed: ``validation.split_seed`` or the run's seed).
+    None when a config is missing or the runs held out different groups (e.g. different seeds).
+    """
+    import yaml
+
+    found = set()
+    for model_id in model_ids:
+        path = Path(manifest["models"][model_id].get("run_dir", "")) / "config.yaml"
+        if not path.is_file():
+            return None
+        cfg = yaml.safe_load(path.read_text()) or {}
+        val = cfg.get("validation") or {}
+        split_seed = val.get("split_seed")
+        found.add((int(cfg.get("seed", 0) if split_seed is None else split_seed), float(val.get("fraction", 0.0))))
+    return found.pop() if len(found) == 1 else None
 
 
 def build_oof(
