@@ -32,15 +32,14 @@ from typing import Any
 import numpy as np
 
 from spermseg.metrics.calibration import BrierAccumulator
-from spermseg.metrics.overlap import IoUPrimeCounts, IoUPrimeHistogram, check_kernel, iou_prime_counts, skeleton
-from spermseg.metrics.parts import part_regions, restrict
+from spermseg.metrics.overlap import IoUPrimeCounts, IoUPrimeHistogram, check_kernel, dilate, erode, offset_bins
+from spermseg.metrics.prep import PartPrep, ReferenceCache, ReferencePrep, prepare_reference
 from spermseg.metrics.ranking import (
     DEFAULT_BINS,
     ScoreHistogram,
     average_precision_from_counts,
     iou_from_counts,
     iou_opt_from_counts,
-    quantize,
     rank_counts,
     safe_ratio,
 )
@@ -88,6 +87,33 @@ def _check_prob(prob: np.ndarray) -> np.ndarray:
     return p
 
 
+class _Workspace:
+    """Per-image arrays shared by every part and kernel, in buffers reused across images of the same shape.
+
+    Attributes:
+        ob: float32 (H, W) offset bins of the soft mask; q: int64 (H * W,) the same as integers;
+        sq: float64 (H * W,) squared scores; padded: float32 (H + 2r, W + 2r) zero-bordered scratch with
+        r = pad_width; f_buf: float32 (H, W) and q_buf: int64 (H * W,) scratch for the erosions.
+    """
+
+    def __init__(self, shape: tuple[int, int], pad_width: int) -> None:
+        h, w = shape
+        self.shape = shape
+        self.pad_width = pad_width
+        self.ob = np.empty(shape, np.float32)
+        self.q = np.empty(h * w, np.int64)
+        self.sq = np.empty(h * w, np.float64)
+        self.padded = np.zeros((h + 2 * pad_width, w + 2 * pad_width), np.float32)
+        self.f_buf = np.empty(shape, np.float32)
+        self.q_buf = np.empty(h * w, np.int64)
+
+    def load(self, prob: np.ndarray, n_bins: int) -> None:
+        """Fill ``ob``, ``q`` and ``sq`` from a float32 (H, W) soft mask in [0, 1]."""
+        offset_bins(prob, n_bins, out=self.ob)
+        np.copyto(self.q, self.ob.ravel(), casting="unsafe")
+        np.multiply(prob.ravel(), prob.ravel(), out=self.sq, dtype=np.float64)
+
+
 class _FastPart:
     """Fast-mode state of one part: score histogram, Brier sums and IoU' histograms per kernel."""
 
@@ -96,19 +122,41 @@ class _FastPart:
         self.brier = BrierAccumulator()
         self.iou_prime = {k: IoUPrimeHistogram(k, n_bins) for k in kernels}
 
-    def update(self, prob: np.ndarray, idx: np.ndarray, ref: np.ndarray, region: np.ndarray | None) -> None:
-        if region is None:
-            self.hist.update_indices(idx.ravel(), ref.ravel())
-            self.brier.update(prob, ref)
-            scored = prob
-        else:
-            self.hist.update_indices(idx[region], ref[region])
-            self.brier.update(prob[region], ref[region])
-            scored = restrict(prob, region)
+    def update(self, prob: np.ndarray, work: _Workspace, prep: PartPrep) -> None:
+        """Add one image.
+
+        Args:
+            prob: float32 (H, W) soft mask.
+            work: the image's offset bins, bin codes and squared scores, and scratch buffers.
+            prep: the reference data of this part.
+        """
+        nb = self.hist.n_bins
+        q = work.q
+        region = prep.region()
+        flat_region = None if region is None else region.ravel()
+        self.hist.tot += np.bincount(q if flat_region is None else q[flat_region], minlength=nb + 2)[1:]
+        self.hist.pos += np.bincount(q[prep.pos_idx], minlength=nb + 2)[1:]
+        # Brier from sums: negatives contribute s^2, positives (1 - s)^2; reference pixels always lie in the region.
+        s_pos = prob.ravel()[prep.pos_idx].astype(np.float64)
+        sq_region = float(work.sq.sum() if flat_region is None else work.sq[flat_region].sum())
+        n_region = q.size if flat_region is None else int(np.count_nonzero(flat_region))
+        self.brier.add(
+            sq_pos=float(np.sum((1.0 - s_pos) ** 2)),
+            sq_neg=sq_region - float(np.sum(s_pos * s_pos)),
+            n_pos=int(s_pos.size),
+            n_neg=n_region - int(s_pos.size),
+        )
         if self.iou_prime:
-            skel = skeleton(ref)
-            for h in self.iou_prime.values():
-                h.update(scored, ref, skel)
+            # the prediction inside the region (offset bin 0, never predicted, elsewhere), written into the interior
+            # of a zero-bordered buffer so that the skeleton windows can be read without a bounds check
+            r = work.pad_width
+            inner = work.padded[r : r + prob.shape[0], r : r + prob.shape[1]]
+            if region is None:
+                np.copyto(inner, work.ob)
+            else:
+                np.multiply(work.ob, region, out=inner)
+            for k, h in self.iou_prime.items():
+                h.add_binned(inner, prep.skel_idx, prep.dref_idx[k], work.padded, (work.f_buf, work.q_buf))
 
     def result(self) -> dict[str, Any]:
         c = self.hist.counts()
@@ -148,6 +196,9 @@ class _FastPart:
         return out
 
 
+_DEFAULT_CACHE = ReferenceCache()
+
+
 class SegmentationAccumulator:
     """Accumulate soft masks and references; see the module docstring for the result format.
 
@@ -157,6 +208,9 @@ class SegmentationAccumulator:
         parts: score head and tail when the references have them.
         n_bins: histogram resolution of fast mode.
         per_image: score every image alone and report mean / std over images.
+        cache: where reference-derived data (regions, skeletons, dilations) is reused across evaluations:
+            ``True`` for a process-wide LRU cache keyed by mask content, a :class:`ReferenceCache`, or
+            ``None``/``False`` to recompute every time.
     """
 
     def __init__(
@@ -167,20 +221,24 @@ class SegmentationAccumulator:
         *,
         n_bins: int = DEFAULT_BINS,
         per_image: bool = False,
+        cache: ReferenceCache | bool | None = True,
     ) -> None:
         if mode not in ("fast", "exact"):
             raise ValueError(f"mode must be 'fast' or 'exact', got {mode!r}")
+        if n_bins < 2 or n_bins & (n_bins - 1):
+            raise ValueError(f"n_bins must be a power of two >= 2 (exact bin edges), got {n_bins}")
         self.mode = mode
         self.kernels = tuple(check_kernel(k) for k in kernels)
         self.parts = bool(parts)
         self.n_bins = int(n_bins)
         self.per_image = bool(per_image)
+        self.cache: ReferenceCache | None = _DEFAULT_CACHE if cache is True else (cache or None)
         self.n_images = 0
         self._has_parts: bool | None = None
         self._fast: dict[str, _FastPart] = {}
-        self._stored: list[tuple[np.ndarray, dict[str, np.ndarray | None]]] = []
+        self._stored: list[tuple[np.ndarray, ReferencePrep]] = []
         self._images: list[dict[str, Any]] = []
-        self._names: list[str | None] = []
+        self._work: _Workspace | None = None
 
     # ------------------------------------------------------------------ update
     def update(self, prob: np.ndarray, ref: np.ndarray | dict[str, Any], name: str | None = None) -> None:
@@ -202,30 +260,27 @@ class SegmentationAccumulator:
             refs["head"] = refs["tail"] = None
         self.n_images += 1
         if self.per_image:
-            single = SegmentationAccumulator(self.mode, self.kernels, self.parts, n_bins=self.n_bins)
+            single = SegmentationAccumulator(self.mode, self.kernels, self.parts, n_bins=self.n_bins, cache=self.cache)
             single.update(p, refs)
             res = single.result()
             self._images.append({"name": name, **{k: res[k] for k in PARTS}})
             return
+        full = refs["full"]
+        assert full is not None
+        if self.cache is not None:
+            prep = self.cache.get(full, refs["head"], refs["tail"], self.kernels)
+        else:
+            prep = prepare_reference(full, refs["head"], refs["tail"], self.kernels)
         if self.mode == "exact":
-            self._stored.append((p, refs))
+            self._stored.append((p, prep))
             return
-        idx = quantize(p, self.n_bins)
-        regions = self._regions(refs)
-        for part, region in regions.items():
+        if self._work is None or self._work.shape != p.shape:
+            self._work = _Workspace(p.shape, max(self.kernels, default=1) // 2)
+        self._work.load(p, self.n_bins)  # offset bins of p, computed once for every part and kernel
+        for part, part_prep in prep.parts.items():
             if part not in self._fast:
                 self._fast[part] = _FastPart(self.kernels, self.n_bins)
-            ref_part = refs[part]
-            assert ref_part is not None
-            self._fast[part].update(p, idx, ref_part, region)
-
-    @staticmethod
-    def _regions(refs: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
-        """Scoring region per part (None = the whole image)."""
-        out: dict[str, np.ndarray | None] = {"full": None}
-        if refs["head"] is not None and refs["tail"] is not None:
-            out["head"], out["tail"] = part_regions(refs["head"], refs["tail"])
-        return out
+            self._fast[part].update(p, self._work, part_prep)
 
     # ------------------------------------------------------------------ results
     def result(self) -> dict[str, Any]:
@@ -242,7 +297,7 @@ class SegmentationAccumulator:
             for part, state in self._fast.items():
                 out[part] = state.result()
         else:
-            for part in self._exact_parts():
+            for part in PARTS if self._has_parts else ("full",):
                 out[part] = self._exact_result(part)
         return out
 
@@ -255,26 +310,20 @@ class SegmentationAccumulator:
             raise ValueError(f"no data for part {part!r}")
         return self._fast[part].curves()
 
-    def _exact_parts(self) -> tuple[str, ...]:
-        return PARTS if self._has_parts else ("full",)
-
     def _exact_result(self, part: str) -> dict[str, Any]:
+        """Sort-based measures over the stored masks; IoU' by literal binarization and binary morphology."""
         scores, labels, brier = [], [], BrierAccumulator()
-        scored: list[tuple[np.ndarray, np.ndarray]] = []
-        for prob, refs in self._stored:
-            ref = refs[part]
-            assert ref is not None
-            region = self._regions(refs)[part]
-            if region is None:
-                s, y, sp = prob.ravel(), ref.ravel(), prob
-            else:
-                s, y, sp = prob[region], ref[region], restrict(prob, region)
+        for prob, prep in self._stored:
+            pp = prep.parts[part]
+            region = pp.region()
+            ref = pp.ref()
+            s, y = (prob.ravel(), ref.ravel()) if region is None else (prob[region], ref[region])
             scores.append(s)
             labels.append(y)
             brier.update(s, y)
-            scored.append((sp, ref))
         s_all = np.concatenate(scores)
         y_all = np.concatenate(labels)
+        del scores, labels
         c = rank_counts(s_all, y_all, "exact")
         iou_opt, t_opt = iou_opt_from_counts(c)
         pred5 = s_all >= 0.5
@@ -286,16 +335,18 @@ class SegmentationAccumulator:
             "t_opt": t_opt,
             **brier.result(),
         }
-        del s_all, y_all, scores, labels
+        del s_all, y_all, pred5
         thresholds = {"iou_prime_opt": t_opt, "iou_prime_0.5": 0.5}
         totals = {name: {k: IoUPrimeCounts() for k in self.kernels} for name in thresholds}
         if self.kernels:
-            for sp, ref in scored:
-                skel = skeleton(ref)
+            for prob, prep in self._stored:
+                pp = prep.parts[part]
+                region = pp.region()
                 for name, t in thresholds.items():
-                    pred = sp >= t
+                    # the prediction inside the region, binarized: Eq. (1) computed literally
+                    pred = prob >= t if region is None else (prob >= t) & region
                     for k in self.kernels:
-                        totals[name][k] += iou_prime_counts(pred, ref, k, skel)
+                        totals[name][k] += _literal_counts(pred, pp, k)
         for name in thresholds:
             out[name] = {str(k): totals[name][k].result() for k in self.kernels}
         return out
@@ -312,6 +363,19 @@ class SegmentationAccumulator:
             out[part] = mean
             out["std"][part] = std
         return out
+
+
+def _literal_counts(pred: np.ndarray, pp: PartPrep, k: int) -> IoUPrimeCounts:
+    """Counts of Eq. (1) for a binary prediction and a prepared reference (binary dilation / erosion)."""
+    e = erode(pred, k)
+    return IoUPrimeCounts(
+        rec_num=int(np.count_nonzero(dilate(pred, k).ravel()[pp.skel_idx])),
+        rec_den=int(pp.skel_idx.size),
+        prec_num=int(np.count_nonzero(e.ravel()[pp.dref_idx[k]])),
+        prec_den=int(np.count_nonzero(e)),
+        ref_px=int(pp.pos_idx.size),
+        pred_px=int(np.count_nonzero(pred)),
+    )
 
 
 def _mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:

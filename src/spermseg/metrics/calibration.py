@@ -38,6 +38,13 @@ class BrierAccumulator:
         self.n_pos += n_pos
         self.n_neg += y.size - n_pos
 
+    def add(self, sq_pos: float, sq_neg: float, n_pos: int, n_neg: int) -> None:
+        """Add precomputed sums (squared errors and pixel counts per stratum)."""
+        self.sq_pos += sq_pos
+        self.sq_neg += sq_neg
+        self.n_pos += n_pos
+        self.n_neg += n_neg
+
     def result(self) -> dict[str, float]:
         """``{"brier", "brier_pos", "brier_neg"}``; NaN for an empty stratum."""
         n = self.n_pos + self.n_neg

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spermseg.metrics.ranking import DEFAULT_BINS, quantize, safe_ratio
+from spermseg.metrics.ranking import DEFAULT_BINS, safe_ratio
 
 __all__ = [
     "IoUPrimeCounts",
@@ -35,11 +35,10 @@ __all__ = [
     "combine_iou_prime",
     "dilate",
     "erode",
-    "grey_dilate",
-    "grey_erode",
     "iou",
     "iou_prime",
     "iou_prime_counts",
+    "offset_bins",
     "skeleton",
 ]
 
@@ -85,28 +84,27 @@ def erode(mask: np.ndarray, k: int) -> np.ndarray:
     return cv2.erode(m, _square(k), borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
 
 
-def grey_dilate(scores: np.ndarray, k: int) -> np.ndarray:
-    """Max filter of float (H, W) scores over a k x k square, outside ignored: ``grey_dilate(S) >= t == d(S >= t)``."""
-    import cv2
+def offset_bins(scores: np.ndarray, n_bins: int = DEFAULT_BINS, out: np.ndarray | None = None) -> np.ndarray:
+    """Histogram bins shifted by one, as float32: ``1 + floor(S * n_bins)`` where ``S >= 0``, else 0.
 
-    k = check_kernel(k)
-    s = np.ascontiguousarray(scores, dtype=np.float32)
-    return s.copy() if k == 1 else cv2.dilate(s, _square(k))
+    The fast IoU' path works on this form: min/max filters commute with the monotone map ``S -> bin(S)``, the
+    values are small integers (exact in float32), and 0 marks pixels that are never predicted (outside the scored
+    region, or outside the image through the filters' constant zero border) without any further masking.
 
+    Args:
+        scores: float (H, W), in [0, 1] where scored and negative where never predicted.
+        n_bins: histogram resolution (a power of two, so that ``S * n_bins`` is exact).
+        out: optional float32 (H, W) buffer.
 
-def grey_erode(scores: np.ndarray, k: int) -> np.ndarray:
-    """Min filter of float (H, W) scores over a k x k square with the outside at -1 (below every threshold).
-
-    ``grey_erode(S, k) >= t`` equals ``erode(S >= t, k)`` for every ``t >= 0``, including ``t = 0``.
+    Returns:
+        float32 (H, W) with values in ``0..n_bins + 1``.
     """
-    import cv2
-
-    k = check_kernel(k)
-    s = np.ascontiguousarray(scores, dtype=np.float32)
-    if k == 1:
-        return s.copy()
-    out = cv2.erode(s, _square(k), borderType=cv2.BORDER_CONSTANT, borderValue=-1.0)
-    return out
+    s = np.asarray(scores, dtype=np.float32)
+    ob = np.multiply(s, np.float32(n_bins), out=out)
+    np.floor(ob, out=ob)
+    np.clip(ob, -1.0, float(n_bins), out=ob)  # negative scores -> -1 -> 0 below
+    ob += np.float32(1)
+    return ob
 
 
 def skeleton(mask: np.ndarray) -> np.ndarray:
@@ -241,29 +239,72 @@ class IoUPrimeHistogram:
         self.ero_hist = np.zeros(self.n_bins + 1, dtype=np.int64)
 
     def update(self, scores: np.ndarray, ref: np.ndarray, ref_skeleton: np.ndarray | None = None) -> None:
-        """Add one image.
+        """Add one image (convenience form; the accumulator uses :meth:`add_binned`).
 
         Args:
-            scores: float (H, W) in [0, 1]; negative (:data:`spermseg.metrics.parts.OUTSIDE`) outside the scored
+            scores: float32 (H, W) in [0, 1]; negative (:data:`spermseg.metrics.parts.OUTSIDE`) outside the scored
                 region, so that those pixels are never predicted.
             ref: bool (H, W) reference.
             ref_skeleton: precomputed ``skeleton(ref)``.
         """
         r = np.asarray(ref, dtype=bool)
         t = skeleton(r) if ref_skeleton is None else ref_skeleton
-        nb = self.n_bins + 1
-        if t.any():
-            mx = grey_dilate(scores, self.k)[t]
-            # a skeleton pixel whose whole window is outside the region is never covered by the prediction
-            self.rec_hist += np.bincount(quantize(mx[mx >= 0], self.n_bins), minlength=nb)
-            self.rec_den += int(np.count_nonzero(t))
-        mn = grey_erode(scores, self.k)
-        inside = mn >= 0  # -1 marks windows that leave the image: eroded away at every threshold
-        dref = dilate(r, self.k)
-        idx = quantize(mn[inside], self.n_bins)
-        both = np.bincount(idx * 2 + dref[inside], minlength=2 * nb).reshape(-1, 2)
-        self.ero_hist += both[:, 0] + both[:, 1]
-        self.dref_hist += both[:, 1]
+        ob = offset_bins(scores, self.n_bins)
+        self.add_binned(ob, np.flatnonzero(t.ravel()), np.flatnonzero(dilate(r, self.k).ravel()))
+
+    def add_binned(
+        self,
+        ob: np.ndarray,
+        skel_idx: np.ndarray,
+        dref_idx: np.ndarray,
+        padded: np.ndarray | None = None,
+        work: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Add one image given as offset bins (see :func:`offset_bins`) and the reference's flat pixel indices.
+
+        Args:
+            ob: float32 (H, W) offset bins: ``1 + bin(S)`` where scored, 0 where never predicted.
+            skel_idx: flat indices of t(Mr) in the (H, W) image.
+            dref_idx: flat indices of d(Mr, k).
+            padded: ``ob`` zero-padded by some ``r >= k // 2`` on every side (reused across kernels), or None.
+            work: optional reusable buffers (float32 (H, W), int64 (H * W,)); large temporaries otherwise cost
+                page faults on every image.
+        """
+        import cv2
+
+        nb = self.n_bins
+        r = self.k // 2
+        if skel_idx.size:
+            # grey dilation read only at the skeleton: the max over the k x k window around each skeleton pixel
+            if padded is None:
+                padded = np.pad(ob, r)
+            pad = (padded.shape[0] - ob.shape[0]) // 2
+            width = padded.shape[1]
+            rows, cols = np.divmod(skel_idx, ob.shape[1])
+            centre = (rows + pad) * width + (cols + pad)
+            flat = padded.ravel()
+            mx = flat[centre]
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    if dy or dx:
+                        np.maximum(mx, flat[centre + dy * width + dx], out=mx)
+            # bin 0: the whole window lies outside the scored region, never covered
+            self.rec_hist += np.bincount(mx.astype(np.int64), minlength=nb + 2)[1:]
+            self.rec_den += int(skel_idx.size)
+        # grey erosion with the outside (image border, other region) at 0, i.e. below every scored bin
+        f_buf, q_buf = work if work is not None else (None, None)
+        if self.k == 1:
+            mn = ob
+        else:
+            mn = cv2.erode(ob, _square(self.k), dst=f_buf, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        if q_buf is None:
+            q = mn.astype(np.int64).ravel()
+        else:
+            q = q_buf
+            np.copyto(q, mn.ravel(), casting="unsafe")
+        self.ero_hist += np.bincount(q, minlength=nb + 2)[1:]
+        if dref_idx.size:
+            self.dref_hist += np.bincount(q[dref_idx], minlength=nb + 2)[1:]
 
     def counts_at(self, i: int, ref_px: int, pred_px: int) -> IoUPrimeCounts:
         """Pooled counts at threshold index ``i`` (prediction ``bin(S) >= i``); ref/pred sizes for the empty rule."""

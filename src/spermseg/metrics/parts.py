@@ -20,7 +20,7 @@ __all__ = ["OUTSIDE", "part_regions", "restrict"]
 
 
 def _squared_distance_to(mask: np.ndarray) -> np.ndarray:
-    """Exact squared Euclidean distance (an integer, as float64) of every pixel to the nearest True pixel.
+    """Exact squared Euclidean distance (an integer, as float32) of every pixel to the nearest True pixel.
 
     OpenCV's precise distance transform is an exact EDT up to float32 rounding (about 1e-5, and not bit-identical
     from call to call); squared lattice distances are integers, so rounding the square recovers them exactly and
@@ -31,8 +31,10 @@ def _squared_distance_to(mask: np.ndarray) -> np.ndarray:
 
     # distanceTransform measures the distance to the nearest zero pixel, so invert.
     src = np.where(mask, 0, 1).astype(np.uint8)
-    d = cv2.distanceTransform(src, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
-    return np.rint(d * d)
+    d = cv2.distanceTransform(src, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # in place, float32: squared distances below 2**24 are exact integers and the rounding error stays << 0.5
+    np.multiply(d, d, out=d)
+    return np.rint(d, out=d)
 
 
 def part_regions(head: np.ndarray, tail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
