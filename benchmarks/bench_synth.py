@@ -60,10 +60,11 @@ def _measure_cpu(
     m = measure(timed, name=name, repeat=repeat, warmup=warmup, items=items, trace_memory=False, setup=setup)
     timed_cpu = cpu[warmup : warmup + repeat]
     m.extra["CPU images/s"] = f"{items / statistics.median(timed_cpu):.1f}"
+    m.extra["_cpu_rate"] = items / statistics.median(timed_cpu)
     return m
 
 
-def _speed(quick: bool) -> tuple[str, float]:
+def _speed(quick: bool) -> tuple[str, tuple[float, float]]:
     from spermseg.data.synth import SynthConfig, generate_dataset
     from spermseg.data.synth.dataset import rater_masks, render_item, scene_for, video_frames
 
@@ -103,7 +104,10 @@ def _speed(quick: bool) -> tuple[str, float]:
         t.add(m)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return t.markdown(), gt1.throughput
+    rates = (gt1.throughput, gt1.extra.pop("_cpu_rate"))
+    for row in t.rows:
+        row.extra.pop("_cpu_rate", None)
+    return t.markdown(), rates
 
 
 def _noise(quick: bool) -> str:
@@ -138,11 +142,13 @@ def _noise(quick: bool) -> str:
 
 def run(quick: bool) -> str:
     _one_thread()
-    speed, rate = _speed(quick)
-    verdict = "meets" if rate >= GOAL_IMAGES_PER_S else "misses"
+    speed, (wall, cpu) = _speed(quick)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # on a shared machine wall time measures the neighbours; CPU time is what one core of this code delivers
+    verdict = "meets" if cpu >= GOAL_IMAGES_PER_S else "misses"
     goal = (
-        f"Goal >= {GOAL_IMAGES_PER_S:.0f} images/s (render + GT1, one core): {rate:.1f} images/s wall, "
-        f"{verdict} the goal."
+        f"Goal >= {GOAL_IMAGES_PER_S:.0f} images/s (render + GT1, one core): {cpu:.1f} images/s of CPU time "
+        f"({verdict} the goal); {wall:.1f} images/s wall at load average {load:.1f} on {os.cpu_count()} CPUs."
     )
     print(goal, file=sys.stderr)
     return f"{speed}\n\n{goal}\n\n{_noise(quick)}"

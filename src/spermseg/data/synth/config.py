@@ -24,20 +24,20 @@ class SpermConfig:
     group_size: IntRange = (2, 4)  # sperm in such a group (taken from ``count``)
     group_radius_um: float = 6.0  # heads of a group lie within this radius of a common point
     border_margin_um: float = 25.0  # neck positions are sampled up to this far outside the frame (cut sperm)
-    head_length_um: Range = (4.0, 5.0)
+    head_length_um: Range = (4.0, 5.0)  # egg-shaped head, about 4-5 x 3 um
     head_width_um: Range = (2.6, 3.4)
     head_egg: Range = (0.05, 0.25)  # > 0: the head narrows toward the neck (egg shape)
     acrosome_lightness: Range = (0.0, 0.35)  # the front part of the head absorbs this much less
-    midpiece_length_um: Range = (3.5, 5.0)
+    midpiece_length_um: Range = (3.5, 5.0)  # the midpiece is labelled as tail (as in SegSperm)
     midpiece_width_um: Range = (0.9, 1.2)
-    tail_length_um: Range = (40.0, 50.0)
-    tail_width_start_um: Range = (0.65, 0.85)
+    tail_length_um: Range = (40.0, 50.0)  # flagellum after the midpiece (about 45 um)
+    tail_width_start_um: Range = (0.65, 0.85)  # the tail tapers linearly to tail_width_end_um
     tail_width_end_um: Range = (0.3, 0.45)
     head_density: Range = (0.8, 1.0)  # optical density (0..1) of the head, relative to the frame contrast
-    tail_density_start: Range = (0.55, 0.8)
+    tail_density_start: Range = (0.55, 0.8)  # optical density along the tail, start to end
     tail_density_end: Range = (0.2, 0.4)
     wave_amplitude_rad: Range = (0.15, 0.7)  # peak tangent angle of the travelling wave at the tail end
-    wavelength_um: Range = (18.0, 40.0)
+    wavelength_um: Range = (18.0, 40.0)  # of the travelling wave; its phase is random per sperm
     static_curvature_per_um: Range = (-0.02, 0.02)  # a constant bend of the flagellum
     beat_hz: Range = (1.0, 6.0)  # beat frequency in viscous PVP (slow); 0 for immotile sperm
     speed_um_s: Range = (2.0, 15.0)  # swimming speed along the head direction
@@ -54,7 +54,7 @@ class OpticsConfig:
     psf_sigma_px: Range = (0.6, 0.9)  # blur of an in-focus object
     focus_blur_px: Range = (0.0, 1.5)  # extra blur of the whole sperm from its focus offset (per sperm)
     defocus_tail_fraction: float = 0.15  # share of sperm far out of focus (focus blur up to focus_blur_far_px)
-    focus_blur_far_px: Range = (2.0, 3.5)
+    focus_blur_far_px: Range = (2.0, 3.5)  # focus blur of those far-out-of-focus sperm
     tail_end_blur_px: Range = (1.0, 3.5)  # additional blur reached at the tail end (per sperm)
     tail_blur_exponent: Range = (1.5, 2.5)  # blur grows as (s / L) ** exponent along the tail
     contrast: Range = (0.18, 0.32)  # fractional darkening of an in-focus, fully dense object
@@ -73,7 +73,7 @@ class BackgroundConfig:
     gradient: Range = (0.0, 0.12)  # peak-to-peak linear illumination change across the frame (fraction)
     texture: Range = (0.0, 0.03)  # amplitude of slow low-frequency intensity variations (fraction)
     flicker: Range = (0.0, 0.15)  # brightness change between frames of one video (fraction)
-    flicker_period_s: Range = (2.0, 12.0)
+    flicker_period_s: Range = (2.0, 12.0)  # period of that brightness change
     region_probability: float = 0.5  # two regions of different mean separated by a pipette/dish edge
     region_offset: Range = (0.05, 0.2)  # absolute difference of their mean intensities (fraction of level)
     region_curved_probability: float = 0.5  # curved (arc) edge instead of a straight one
@@ -104,13 +104,14 @@ class RaterConfig:
     """
 
     width_bias_px: float = 0.0  # systematic dilation (> 0) or erosion (< 0) of the drawn outline, each side
-    contour_noise_px: float = 0.6  # amplitude of smooth local dilation/erosion (total kept within +-2 px)
+    contour_noise_px: float = 0.6  # amplitude of smooth local dilation/erosion of a tail (kept within +-2 px)
+    head_contour_noise_px: float = 1.0  # the same for head outlines (a few polygon clicks, coarser)
     contour_wavelength_px: float = 14.0  # how quickly the local dilation/erosion changes along the outline
     centerline_jitter_px: float = 0.5  # smooth sideways wandering of the drawn tail
     head_scale: float = 1.0  # systematic head size factor
     tail_threshold: float = 0.02  # the tail is followed while its contrast stays above this level
     tail_threshold_jitter: float = 0.35  # per-sperm log-normal spread of that level
-    tail_end_overshoot_px: float = 0.0  # mean extra length drawn past the point where the tail fades
+    tail_end_overshoot_px: float = 0.0  # std of a random extra (or missing) length where the tail fades
     miss_threshold: float = 0.06  # sperm whose head contrast is below this level ...
     miss_probability: float = 0.5  # ... are missed with this probability
     base_miss_probability: float = 0.02  # any sperm
@@ -147,10 +148,10 @@ class RatersConfig:
 class SynthConfig:
     """All parameters of the generator; written to ``synth.json`` next to the data."""
 
-    height: int = 512
+    height: int = 512  # image size in pixels
     width: int = 512
     pixel_size_um: float = 0.3  # micrometres per pixel (SegSperm-like magnification)
-    fps: float = 25.0
+    fps: float = 25.0  # frame rate: time between frames of a video
     video_length: int = 300  # frames per video from which the dataset frames are drawn
     images_per_video: int = 10  # dataset images per video (SegSperm: 432 images from 40 videos)
     sperm: SpermConfig = field(default_factory=SpermConfig)

@@ -110,7 +110,7 @@ def rate_frame(frame: Frame, rater: RaterConfig, rng: np.random.Generator) -> di
         if deb.part == "head" and deb.head is not None:
             off = _clip_offset(
                 rater.width_bias_px
-                + smooth_noise(sub, deb.head.theta, 2 * math.pi, 1.0, rater.contour_noise_px, periodic=True)
+                + smooth_noise(sub, deb.head.theta, 2 * math.pi, 1.0, rater.head_contour_noise_px, periodic=True)
             )
             head[deb.head.idx[deb.head.sd <= off]] = True
         elif deb.part == "tail" and deb.tail is not None:
@@ -139,7 +139,7 @@ def _draw_head(out: np.ndarray, fp: SpermFootprint, rater: RaterConfig, rng: np.
     off = _clip_offset(
         rater.width_bias_px
         + scale_off
-        + smooth_noise(rng, f.theta, 2 * math.pi, wl, rater.contour_noise_px, periodic=True)
+        + smooth_noise(rng, f.theta, 2 * math.pi, wl, rater.head_contour_noise_px, periodic=True)
     )
     out[f.idx[f.sd <= off]] = True
 
