@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 HELP = "run the paper's protocol end to end and write the report"
@@ -97,6 +96,18 @@ def print_summary(records: dict, md: Path, html: Path) -> None:
     print(f"\nreport: {html}\n        {md}")
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed, rebuilt from the parsed flags (``sys.argv`` is the host's when run in-process)."""
+    parts = ["spermseg", "reproduce", "--data", str(args.data), "--out", str(args.out), "--preset", args.preset]
+    for flag in ("models", "seeds", "steps", "force", "device", "config"):
+        value = getattr(args, flag)
+        if value:
+            parts += [f"--{flag}", str(value)]
+    for item in args.set:
+        parts += ["--set", item]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``spermseg reproduce``; exit 0 when every selected step finished, 1 otherwise."""
     from spermseg.experiments.reproduce import run_reproduce
@@ -115,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only:
         steps = []
     force = [args.force] if args.force else []
-    command = "spermseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    command = command_line(args)
     records, md, html = run_reproduce(cfg, args.out, steps=steps, force=force, command=command)
     print_summary(records, md, html)
     selected = set(records) if steps is None else {n for s in steps for n in s.split(",") if n}

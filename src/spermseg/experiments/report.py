@@ -358,7 +358,9 @@ def _sec_ensembles(res: dict[str, Any], ctx: _Ctx) -> list[Table | Figure | str]
 def _sec_raters(res: dict[str, Any], ctx: _Ctx) -> list[Table | Figure | str]:
     blocks: list[Table | Figure | str] = []
     methods = res["methods"]  # {"best_base": "att_unet", "avg|E3": ..., ...} key -> description
-    keys = list(methods)
+    # Result JSON is written with sorted keys, so the display order comes from explicit lists.
+    keys = [k for k in res.get("method_order", []) if k in methods] or list(methods)
+    variants = res.get("gt_variants") or []
     blocks.append(
         f"Split `{res.get('split')}`, {res.get('n_images')} images; IoU_opt (the threshold maximizing "
         "IoU on this set); methods: " + "; ".join(f"{k} = {v}" for k, v in methods.items()) + "."
@@ -371,7 +373,8 @@ def _sec_raters(res: dict[str, Any], ctx: _Ctx) -> list[Table | Figure | str]:
         if ctx.compare:
             headers += [f"paper {k}" for k in keys if k in P.TABLE4_METHODS]
         rows = []
-        for var, by_m in by_var.items():
+        for var in [v for v in variants if v in by_var] or list(by_var):
+            by_m = by_var[var]
             row = [GT_VARIANT_NAMES.get(var, var)]
             row += [fmt(by_m.get(k)) for k in keys]
             if ctx.compare:

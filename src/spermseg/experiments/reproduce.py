@@ -456,7 +456,7 @@ class Reproduction:
         masks = {r: stack[j] for j, r in enumerate(raters)}
         for method in ("union", "majority", "intersection", "staple"):
             try:
-                masks[method] = np.asarray(agg.aggregate(stack, method), dtype=bool)
+                masks[method] = np.asarray(agg.aggregate_masks(list(stack), method), dtype=bool)
             except Exception as exc:  # noqa: BLE001 - one missing aggregate must not lose the figure
                 ctx.log(f"aggregate {method} unavailable: {exc}")
         path = ctx.dir / "aggregation_example.npz"
@@ -817,14 +817,12 @@ class Reproduction:
             ]
         for method in ("intersection", "majority", "union", "staple"):
             try:
+                per_part = {
+                    p: agg.aggregate([[refs_by_var[r][i][p] for i in range(len(images))] for r in raters], method)
+                    for p in parts
+                }
                 refs_by_var[method] = [
-                    {
-                        p: np.asarray(
-                            agg.aggregate(np.stack([refs_by_var[r][i][p] for r in raters]), method), dtype=bool
-                        )
-                        for p in parts
-                    }
-                    for i in range(len(images))
+                    {p: np.asarray(per_part[p][i], dtype=bool) for p in parts} for i in range(len(images))
                 ]
             except Exception as exc:  # noqa: BLE001 - e.g. STAPLE without SimpleITK: report the others
                 ctx.log(f"aggregate {method} skipped: {exc}")
@@ -841,6 +839,7 @@ class Reproduction:
             "split": split,
             "n_images": len(images),
             "methods": methods,
+            "method_order": list(methods),
             "gt_variants": list(refs_by_var),
             "iou_opt": table,
         }
@@ -854,24 +853,22 @@ class Reproduction:
         blur = _require("spermseg.evaluation.blur", "blur robustness (spermseg.evaluation.blur)")
         images = [np.asarray(im, dtype=np.float32) for im in self.arrays(self.cfg.test_split).images]
         refs = self.full_refs(self.cfg.test_split)
+        sizes = list(self.cfg.blur_kernels)
         values: dict[str, dict[str, list[float]]] = {}
         for name, fn in self.predictors(ctx.results).items():
             if name.startswith("avg|"):
                 continue  # Fig. 12 shows the base models and the best ensemble
             ctx.log(f"blur sweep: {name}")
-            rows = [{"ap": None, "iou_opt": None} for _ in self.cfg.blur_kernels]
-            for j, k in enumerate(self.cfg.blur_kernels):
-                probs = fn([blur.blur_image(im, k) for im in images])
-                m, _ = score_with_curve(probs, refs, self.cfg.metric_mode)
-                rows[j] = {"ap": m["ap"], "iou_opt": m["iou_opt"]}
-            values[name] = {"ap": [r["ap"] for r in rows], "iou_opt": [r["iou_opt"] for r in rows]}
+            res = blur.blur_robustness(fn, images, refs, sizes, mode=self.cfg.metric_mode, kernels=(), parts=False)
+            values[name] = {key: [(res[k].get("full") or {}).get(key) for k in sizes] for key in ("ap", "iou_opt")}
         kind, sel = self.featured()
+        sigmas = ", ".join(f"k={k}: {blur.blur_sigma(k):.2f}" for k in sizes)
         return {
-            "kernels": list(self.cfg.blur_kernels),
+            "kernels": sizes,
             "rater": self.cfg.rater,
-            "sigma_rule": getattr(blur, "SIGMA_RULE", "see spermseg.evaluation.blur"),
             "highlight": f"{kind}|{sel}",
             "values": values,
+            "sigma_rule": f"Gaussian sigma = 0.3((k-1)/2-1)+0.8, OpenCV's rule; k=1 is no blur; {sigmas}",
         }
 
     # -- step 7 -------------------------------------------------------------------------------------------------
@@ -923,18 +920,27 @@ class Reproduction:
         Result: ``{"sequence", "n_frames", "series": {method: {"iou": [F-1], "kept": [F-1], "mean_iou",
         "mean_kept"}}}`` or ``{"status": "not_applicable", "reason"}``.
         """
-        temporal = _require("spermseg.evaluation.temporal", "temporal consistency (spermseg.evaluation.temporal)")
-        seq = temporal.find_sequence(self.root)
+        seq = find_sequence(self.root, self.cfg.temporal_frames)
         if seq is None:
-            return {"status": "not_applicable", "reason": f"no frame sequence found in {self.root}"}
+            return {
+                "status": "not_applicable",
+                "reason": f"no frame sequence in {self.root} (expected VIDEO_DIR/frames/*.png under videos/)",
+            }
+        temporal = _require("spermseg.evaluation.temporal", "temporal consistency (spermseg.evaluation.temporal)")
         name, frames = seq
-        frames = [np.asarray(f, dtype=np.float32) for f in frames[: self.cfg.temporal_frames]]
         series: dict[str, Any] = {}
-        thresholds = (ctx.results.get("qualitative") or {}).get("thresholds", {})
+        # Each method binarized at its t_opt on the test set: from the qualitative step when it ran, else the
+        # base models' best-seed t_opt (0.5 for an ensemble without one).
+        thresholds = dict((ctx.results.get("qualitative") or {}).get("thresholds", {}))
+        base = ctx.results["base"]
+        for m, seed in base.get("best_seed", {}).items():
+            t_best = (base["runs"][m][str(seed)].get("test") or {}).get("t_opt")
+            if t_best is not None:
+                thresholds.setdefault(m, t_best)
         for method, fn in self.predictors(ctx.results).items():
             probs = fn(frames)
             t = thresholds.get(method, 0.5)
-            res = temporal.temporal_consistency([p >= t for p in probs])
+            res = temporal.temporal_consistency(list(probs), threshold=t)
             series[method] = {
                 "iou": list(res["iou"]),
                 "kept": list(res["kept"]),
@@ -942,6 +948,31 @@ class Reproduction:
                 "mean_kept": _stat(res["kept"])["mean"],
             }
         return {"sequence": name, "n_frames": len(frames), "series": series}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def find_sequence(root: str | Path, max_frames: int = 0) -> tuple[str, list[np.ndarray]] | None:
+    """The first frame sequence of a dataset: ``ROOT/videos/ID/frames/*.png`` (the layout ``spermseg synth
+    --videos`` writes), frames in name order.
+
+    Args:
+        root: dataset root.
+        max_frames: read at most this many frames (0 = all).
+
+    Returns:
+        ``(video id, frames)`` with frames (H, W) float32 in [0, 1], or None when there is no sequence.
+    """
+    from spermseg.data.io import read_image
+
+    videos = Path(root) / "videos"
+    if not videos.is_dir():
+        return None
+    for vdir in sorted(p for p in videos.iterdir() if (p / "frames").is_dir()):
+        files = sorted(f for f in (vdir / "frames").iterdir() if f.suffix.lower() in (".png", ".tif", ".tiff"))
+        if len(files) >= 2:
+            files = files[:max_frames] if max_frames > 0 else files
+            return vdir.name, [read_image(f) for f in files]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
