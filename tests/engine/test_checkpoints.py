@@ -53,14 +53,9 @@ def test_torn_write_and_missing_files_are_detected(tmp_path: Path) -> None:
         load_model(tmp_path / "a")
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        load_model(tmp_path / "empty_dir_does_not_exist_yet" if False else _empty(tmp_path))
-
-
-def _empty(tmp_path: Path) -> Path:
-    d = tmp_path / "empty"
-    d.mkdir()
-    return d
+        load_model(tmp_path / "empty")
 
 
 def test_training_state_round_trip(tmp_path: Path) -> None:

@@ -350,6 +350,69 @@ def validate_model(
 # --------------------------------------------------------------------------------------------------------------
 
 
+def make_inputs(images: torch.Tensor, masks: torch.Tensor | None, memory_format: Any = None) -> Inputs:
+    """The model inputs of a batch: ``{"image": (B,1,H,W)}`` plus ``{"masks": (B,n,H,W)}`` for ensembles.
+
+    Args:
+        images: normalized images.
+        masks: soft masks in [0, 1] (ensembles) or None.
+        memory_format: e.g. ``torch.channels_last`` (None keeps the layout).
+    """
+    if memory_format is not None:
+        images = images.contiguous(memory_format=memory_format)
+        masks = None if masks is None else masks.contiguous(memory_format=memory_format)
+    return {"image": images} if masks is None else {"image": images, "masks": masks}
+
+
+def train_step(
+    model: nn.Module,
+    model_call: ModelCall,
+    inputs: Inputs,
+    target: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    alphas: Sequence[float] = (),
+    amp: bool = False,
+    device: torch.device | None = None,
+    grad_clip: float = 0.0,
+) -> torch.Tensor:
+    """One optimization step: forward (bf16 autocast when ``amp`` on CUDA), deep-supervision loss, backward, step.
+
+    Args:
+        model: the (possibly DDP-wrapped) model in training mode.
+        model_call: :func:`call_base` or :func:`call_ensemble`.
+        inputs: from :func:`make_inputs`.
+        target: (B, 1, H, W) float {0, 1}.
+        optimizer: its optimizer.
+        loss_fn: per-output loss from :func:`spermseg.engine.losses.build_loss`.
+        alphas: deep-supervision weights (main output first; empty = all 1).
+        amp: bf16 autocast (CUDA only; ignored elsewhere).
+        device: the device (for autocast); default: the target's.
+        grad_clip: max gradient norm (0 = off).
+
+    Returns:
+        The loss, detached (a 0-dim tensor on the device; reading it synchronizes).
+    """
+    import torch
+
+    from spermseg.engine.inference import autocast_context
+    from spermseg.engine.losses import deep_supervision_loss
+    from spermseg.models.blocks import split_outputs
+
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_context(device or target.device, amp):
+        out = model_call(model, inputs)
+    logits, aux = split_outputs(out)
+    # The loss in float32: bf16 log-sigmoids lose the small probabilities of thin tails.
+    loss = deep_supervision_loss(logits.float(), [a.float() for a in aux], target, loss_fn, alphas)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     """A 63-bit seed for (run seed, epoch, stream); stream = rank for per-rank streams, -1 for the shared shuffle."""
     return int(
@@ -589,8 +652,7 @@ def train(
         )
         model_call: ModelCall = call_ensemble if cfg.model.ensemble else call_base
         from spermseg.data.transforms import Augmenter, normalize
-        from spermseg.engine.losses import build_loss, deep_supervision_loss
-        from spermseg.models.blocks import split_outputs
+        from spermseg.engine.losses import build_loss
 
         augmenter = Augmenter(cfg.augment)
         loss_fn = build_loss(cfg.loss)
@@ -633,7 +695,6 @@ def train(
             meta_base.update({"n_masks": n_masks, "inputs": inputs_ids, "mask_cache": str(cfg.model.masks)})
 
         from spermseg.engine.distributed import all_reduce_mean, shard_indices
-        from spermseg.engine.inference import autocast_context
         from spermseg.utils.progress import progress
 
         epochs = cfg.schedule.epochs
@@ -675,20 +736,19 @@ def train(
                 images, target, masks = dev_data.batch(idx, crop_gen)
                 # Augment raw [0,1] images, target and soft masks together; normalization comes after (contract).
                 images, target, masks = augment_batch(augmenter, images, target, masks, aug_gen)
-                images = normalize(images, cfg.data.normalization)
-                inputs: Inputs = {"image": images.contiguous(memory_format=fmt)}
-                if masks is not None:
-                    inputs["masks"] = masks.contiguous(memory_format=fmt)
-
-                optimizer.zero_grad(set_to_none=True)
-                with autocast_context(device, amp):
-                    out = model_call(train_model, inputs)
-                logits, aux = split_outputs(out)
-                loss = deep_supervision_loss(logits.float(), [a.float() for a in aux], target, loss_fn, cfg.loss.alphas)
-                loss.backward()
-                if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
+                inputs = make_inputs(normalize(images, cfg.data.normalization), masks, fmt)
+                loss = train_step(
+                    train_model,
+                    model_call,
+                    inputs,
+                    target,
+                    optimizer,
+                    loss_fn,
+                    alphas=cfg.loss.alphas,
+                    amp=amp,
+                    device=device,
+                    grad_clip=cfg.optim.grad_clip,
+                )
 
                 loss_sum += loss.detach()
                 n_steps += 1

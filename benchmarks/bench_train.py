@@ -1,0 +1,88 @@
+"""Training step throughput: ``unet`` at 256x256, contiguous (NCHW) vs channels_last, side by side.
+
+One case is exactly one step of the training engine (:func:`spermseg.engine.trainer.train_step`): the
+augmentation of the data layer on the device, per-image minmax normalization, forward, BCE, backward and an Adam
+step, on an in-memory batch. On CUDA the bf16 autocast variants are added (the engine's default there).
+
+Sizes: the paper's width (64) and batch 5 on CUDA; on the CPU width 16 and batch 4 (width 8, batch 2 with
+``--quick``), because a width-64 step at 256x256 takes tens of seconds on two cores. Environment variables:
+``SPERMSEG_BENCH_DEVICE`` (``auto``, ``cpu``, ``cuda``), ``SPERMSEG_BENCH_THREADS`` (torch intra-op threads;
+on a shared, loaded CPU set ``OMP_WAIT_POLICY=PASSIVE`` too, or OpenMP threads spin at every barrier).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from harness import Table, bench_main, measure  # noqa: E402
+
+SIZE = 256
+
+
+def _step_fn(device: Any, width: int, batch: int, channels_last: bool, amp: bool) -> Any:
+    """A closure running one engine training step on a fixed random batch (fresh augmentation each call)."""
+    import torch
+
+    from spermseg.data.transforms import AugmentConfig, Augmenter, normalize
+    from spermseg.engine.config import LossConfig
+    from spermseg.engine.losses import build_loss
+    from spermseg.engine.trainer import call_base, make_inputs, train_step
+    from spermseg.models import create_model
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model("unet", width=width).to(device, memory_format=fmt).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = build_loss(LossConfig())
+    augmenter = Augmenter(AugmentConfig())
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 1, SIZE, SIZE, generator=g).to(device)
+    target = (torch.rand(batch, 1, SIZE, SIZE, generator=g) > 0.95).float().to(device)
+
+    def step() -> Any:
+        x, y = augmenter(images, target, g)
+        inputs = make_inputs(normalize(x, "minmax"), None, fmt)
+        return train_step(model, call_base, inputs, y, optimizer, loss_fn, amp=amp, device=device)
+
+    return step
+
+
+def run(quick: bool) -> str:
+    import torch
+
+    from spermseg.utils.device import resolve_device
+
+    device = resolve_device(os.environ.get("SPERMSEG_BENCH_DEVICE", "auto"))
+    threads = os.environ.get("SPERMSEG_BENCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    cuda = device.type == "cuda"
+    width, batch = (64, 5) if cuda else ((8, 2) if quick else (16, 4))
+    repeat = 3 if quick else (20 if cuda else 5)
+    cases = [("NCHW fp32", False, False), ("channels_last fp32", True, False)]
+    if cuda:
+        cases += [("NCHW bf16", False, True), ("channels_last bf16", True, True)]
+    table = Table(
+        f"unet width {width}, batch {batch}, {SIZE}x{SIZE}, {device.type}", ratio_to="NCHW fp32", unit="image"
+    )
+    for name, cl, amp in cases:
+        fn = _step_fn(device, width, batch, cl, amp)
+        table.add(measure(fn, name=name, repeat=repeat, warmup=2, items=batch, trace_memory=False, device=device))
+    base = table.rows[0].throughput
+    ratios = ", ".join(f"{r.name} {r.throughput:.1f} img/s ({r.throughput / base:.2f}x)" for r in table.rows)
+    return (
+        "Images per second of one training step of the engine (augmentation on the device, minmax normalization, "
+        "forward, BCE, backward, Adam), contiguous vs channels_last memory format"
+        + (" and fp32 vs bf16 autocast" if cuda else "")
+        + f".\n\n{table.markdown()}\n\nSide by side: {ratios}.\n"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(bench_main("Training step (unet, channels_last)", run))
