@@ -352,8 +352,9 @@ def _fmt(cell: Sequence[Any] | None, bold: bool = False) -> str:
 
 
 def _best(cells: Sequence[Sequence[Any] | None]) -> float:
+    """The column maximum to print in bold; NaN (nothing bold) when the column has fewer than two distinct values."""
     means = [c[0] for c in cells if c is not None and c[2] > 0 and not math.isnan(c[0])]
-    return max(means) if means else math.nan
+    return max(means) if len(set(means)) > 1 else math.nan
 
 
 def render_markdown(table: Mapping[str, Any]) -> str:
