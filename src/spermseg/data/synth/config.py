@@ -23,7 +23,7 @@ class SpermConfig:
     group_probability: float = 0.35  # chance per video of a group of touching/overlapping sperm
     group_size: IntRange = (2, 4)  # sperm in such a group (taken from ``count``)
     group_radius_um: float = 6.0  # heads of a group lie within this radius of a common point
-    border_margin_um: float = 25.0  # neck positions are sampled up to this far outside the frame (cut sperm)
+    border_margin_um: float = 15.0  # swimming circles are centred up to this far outside the frame (cut sperm)
     head_length_um: Range = (4.0, 5.0)  # egg-shaped head, about 4-5 x 3 um
     head_width_um: Range = (2.6, 3.4)
     head_egg: Range = (0.05, 0.25)  # > 0: the head narrows toward the neck (egg shape)
@@ -40,8 +40,8 @@ class SpermConfig:
     wavelength_um: Range = (18.0, 40.0)  # of the travelling wave; its phase is random per sperm
     static_curvature_per_um: Range = (-0.02, 0.02)  # a constant bend of the flagellum
     beat_hz: Range = (1.0, 6.0)  # beat frequency in viscous PVP (slow); 0 for immotile sperm
-    speed_um_s: Range = (2.0, 15.0)  # swimming speed along the head direction
-    turn_rate_rad_s: Range = (-0.5, 0.5)  # sperm near a surface swim in circles
+    speed_um_s: Range = (1.0, 10.0)  # swimming speed along the head direction (slowed by PVP)
+    turn_rate_rad_s: Range = (0.2, 0.8)  # magnitude (either sign): sperm near a surface swim in circles
     immotile_fraction: float = 0.3  # share of sperm that neither swim nor beat
     head_yaw_rad: Range = (0.0, 0.15)  # head wobble amplitude with the beat
     tail_points_per_um: float = 1.0  # centreline sampling (rendering precision vs speed)
@@ -104,10 +104,10 @@ class RaterConfig:
     """
 
     width_bias_px: float = 0.0  # systematic dilation (> 0) or erosion (< 0) of the drawn outline, each side
-    contour_noise_px: float = 0.6  # amplitude of smooth local dilation/erosion of a tail (kept within +-2 px)
+    contour_noise_px: float = 0.7  # amplitude of smooth local dilation/erosion of a tail (kept within +-2 px)
     head_contour_noise_px: float = 1.0  # the same for head outlines (a few polygon clicks, coarser)
     contour_wavelength_px: float = 14.0  # how quickly the local dilation/erosion changes along the outline
-    centerline_jitter_px: float = 0.5  # smooth sideways wandering of the drawn tail
+    centerline_jitter_px: float = 0.6  # smooth sideways wandering of the drawn tail
     head_scale: float = 1.0  # systematic head size factor
     tail_threshold: float = 0.02  # the tail is followed while its contrast stays above this level
     tail_threshold_jitter: float = 0.35  # per-sperm log-normal spread of that level
@@ -124,11 +124,11 @@ def _gt1() -> RaterConfig:
 
 
 def _gt2() -> RaterConfig:
-    return RaterConfig(width_bias_px=0.4, tail_threshold=0.024, contour_noise_px=0.7, head_scale=0.97)
+    return RaterConfig(width_bias_px=0.4, tail_threshold=0.024, contour_noise_px=0.8, head_scale=0.97)
 
 
 def _gt3() -> RaterConfig:
-    return RaterConfig(width_bias_px=0.7, tail_threshold=0.014, centerline_jitter_px=0.6, head_scale=1.03)
+    return RaterConfig(width_bias_px=0.7, tail_threshold=0.014, centerline_jitter_px=0.7, head_scale=1.03)
 
 
 @dataclass

@@ -233,14 +233,20 @@ def _sample_sperm(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px
     for i in range(n):
         heading = rng.uniform(0, 2 * math.pi)
         head_length = _u(rng, sc.head_length_um) / px
+        motile = rng.random() >= sc.immotile_fraction
+        speed = _u(rng, sc.speed_um_s) / px if motile else 0.0
+        turn = _u(rng, sc.turn_rate_rad_s) * (1.0 if rng.random() < 0.5 else -1.0) if motile else 0.0
         if i < n_group:
             r = sc.group_radius_um / px * math.sqrt(rng.random())
             a = rng.uniform(0, 2 * math.pi)
             hx, hy = gx + r * math.cos(a), gy + r * math.sin(a)
             neck = (hx - math.cos(heading) * head_length / 2, hy - math.sin(heading) * head_length / 2)
         else:
-            neck = (rng.uniform(-margin, w + margin), rng.uniform(-margin, h + margin))
-        motile = rng.random() >= sc.immotile_fraction
+            # the centre of the swimming circle lies in (or just outside) the frame, so a sperm stays in view
+            # for the whole video instead of leaving it after a few seconds
+            cx, cy = rng.uniform(-margin, w + margin), rng.uniform(-margin, h + margin)
+            rad = speed / turn if turn else 0.0
+            neck = (cx + rad * math.sin(heading), cy - rad * math.cos(heading))
         tail_length = _u(rng, sc.tail_length_um) / px
         midpiece_length = _u(rng, sc.midpiece_length_um) / px
         total_um = (tail_length + midpiece_length) * px
@@ -249,8 +255,8 @@ def _sample_sperm(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px
             Sperm(
                 neck=neck,
                 heading=heading,
-                speed=_u(rng, sc.speed_um_s) / px if motile else 0.0,
-                turn_rate=_u(rng, sc.turn_rate_rad_s) if motile else 0.0,
+                speed=speed,
+                turn_rate=turn,
                 head_length=head_length,
                 head_width=_u(rng, sc.head_width_um) / px,
                 egg=_u(rng, sc.head_egg),
