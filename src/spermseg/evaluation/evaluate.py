@@ -106,9 +106,16 @@ def evaluate_directory(
     """
     from spermseg.data.arrays import load_split
     from spermseg.data.io import read_soft_mask
+    from spermseg.data.layouts import open_dataset
 
-    raters = None if rater in AGGREGATES else [rater]
-    arrays = load_split(gt_root, split, raters=raters, lazy=True)
+    dataset = open_dataset(gt_root)
+    available = dataset.split(split).raters
+    if rater not in AGGREGATES and rater not in available:
+        raise DataError(
+            f"unknown --rater {rater} for split '{split}' of {gt_root}; choose one of "
+            f"{', '.join([*available, *AGGREGATES])}"
+        )
+    arrays = load_split(dataset, split, raters=None if rater in AGGREGATES else [rater], lazy=True)
     refs = reference_masks(arrays, rater)
     files = find_predictions(pred_dir, arrays.names)
     acc = SegmentationAccumulator("exact" if exact else "fast", tuple(kernels), parts=True, per_image=per_image)
