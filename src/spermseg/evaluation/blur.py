@@ -4,9 +4,9 @@ The paper names kernel sizes only. The sigma rule used here is OpenCV's default 
 ``sigma(n) = 0.3 * ((n - 1) / 2 - 1) + 0.8`` (what ``cv2.GaussianBlur(img, (n, n), 0)`` uses), continued to even
 sizes, with the kernel support ``n`` for odd ``n`` and ``n + 1`` for even ``n`` (a Gaussian kernel needs a
 centre pixel); for sizes up to 9 OpenCV's own ``sigma=0`` path uses fixed tables instead, the formula is kept
-here for every size so that sigma grows smoothly. Size 1 is the identity (the unblurred baseline). Borders are reflected (OpenCV's
-``BORDER_REFLECT_101``). So sigma grows strictly with the size: 0.65 (n=2), 0.8 (3), 1.1 (5), 1.4 (7), 1.7 (9),
-2.0 (11), 2.3 (13), 2.6 (15).
+here for every size so that sigma grows smoothly. Size 1 is the identity (the unblurred baseline). Borders are
+reflected (OpenCV's ``BORDER_REFLECT_101``). So sigma grows strictly with the size: 0.65 (n=2), 0.8 (3),
+1.1 (5), 1.4 (7), 1.7 (9), 2.0 (11), 2.3 (13), 2.6 (15).
 """
 
 from __future__ import annotations
