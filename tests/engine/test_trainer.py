@@ -140,3 +140,40 @@ def test_ensemble_schedule_preset() -> None:
     assert base.schedule.milestones == (30, 80) and base.schedule.batch_size == 5 and base.schedule.epochs == 300
     assert base.optim.lr == 1e-3 and base.loss.name == "bce" and base.data.normalization == "minmax"
     assert np.isclose(base.schedule.gamma, 0.3)
+
+
+def test_ensemble_trains_from_mask_cache(finished_run, data_root: Path, tmp_path: Path) -> None:
+    from spermseg.engine.mask_cache import build_cache
+
+    cache = tmp_path / "cache"
+    build_cache(
+        [finished_run.run_dir, finished_run.run_dir], data_root, ["train"], cache, model_ids=["a", "b"], device="cpu"
+    )
+    cfg = _cfg(
+        data_root,
+        epochs=1,
+        extra=("model.ensemble=ens_att_v2", f"model.masks={cache}", "model.width=4", "model.mask_models=[b, a]"),
+    )
+    res = train(cfg, tmp_path / "ens")
+    assert res.result["kind"] == "ensemble" and res.result["inputs"] == ["b", "a"]
+    model = spermseg.load_model(str(tmp_path / "ens"))
+    assert model.spermseg_meta["n_masks"] == 2 and model.spermseg_meta["inputs"] == ["b", "a"]
+    assert model(torch.rand(1, 1, 32, 32), torch.rand(1, 2, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_soft_masks_follow_the_image_geometry() -> None:
+    from spermseg.data.transforms import AugmentConfig, Augmenter
+    from spermseg.engine.trainer import augment_batch
+
+    g = torch.Generator().manual_seed(0)
+    target = (torch.rand(6, 1, 32, 32, generator=g) > 0.8).float()
+    images = torch.rand(6, 1, 32, 32, generator=g)
+    soft = torch.cat([target * 0.7, 1 - target * 0.7], dim=1)  # soft copies of the target
+    aug = Augmenter(AugmentConfig(p=1.0))
+    g1 = torch.Generator().manual_seed(1)
+    _, t, m = augment_batch(aug, images, target, soft, g1)
+    assert ((m[:, :1] > 0.35).float() == t).float().mean() > 0.97  # same flips/rotation/zoom as the target
+    assert ((m > 0.05) & (m < 0.65)).any()  # still soft, not re-binarized
+    g2 = torch.Generator().manual_seed(1)
+    _, t_only = aug(images, target, g2)
+    assert torch.equal(t, t_only) and torch.equal(g1.get_state(), g2.get_state())

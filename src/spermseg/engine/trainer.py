@@ -656,6 +656,9 @@ def train(
 
         augmenter = Augmenter(cfg.augment)
         loss_fn = build_loss(cfg.loss)
+        # Deep-supervision weights: the config's (main output first), else the model's own per-scale alphas (the
+        # ensembling networks carry them, paper Eq. 3) with weight 1 for the fused output.
+        alphas = tuple(cfg.loss.alphas) or ((1.0, *model.alphas) if getattr(model, "alphas", ()) else ())
 
         start_epoch = 0
         history: list[dict[str, Any]] = []
@@ -744,7 +747,7 @@ def train(
                     target,
                     optimizer,
                     loss_fn,
-                    alphas=cfg.loss.alphas,
+                    alphas=alphas,
                     amp=amp,
                     device=device,
                     grad_clip=cfg.optim.grad_clip,
