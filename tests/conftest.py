@@ -23,7 +23,8 @@ def spermparsing_root() -> Path:
 
 @pytest.fixture(autouse=True)
 def _few_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep tests deterministic and polite on the 2-core CI machine."""
+    """One intra-op thread: the tests' tiny tensors gain nothing from threads, and on a busy machine extra threads
+    make small convolutions many times slower."""
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(1)

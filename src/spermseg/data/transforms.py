@@ -49,12 +49,15 @@ AUGMENT_OPS: tuple[str, ...] = ("hflip", "vflip", "rotate", "zoom", "blur", "con
 _EPS = 1e-6
 
 
-def normalize(x: Any, mode: str) -> Any:
+def normalize(x: Any, mode: str, valid: Any = None) -> Any:
     """Normalize images per image (see the module docstring for the formulas).
 
     Args:
         x: torch tensor (B, C, H, W), or numpy array (H, W) or (N, H, W), float in [0, 1].
         mode: one of :data:`NORMALIZATIONS`.
+        valid: optional torch tensor (B, 1, H, W) of 0/1: the statistics (mean, max |x - mean|) use only these
+            pixels. Used when an image was padded before normalization (ONNX export), so that padding does not
+            change the result.
 
     Returns:
         Same type, shape and device as ``x`` (float32 for numpy); ``none`` returns ``x`` unchanged.
@@ -80,10 +83,14 @@ def normalize(x: Any, mode: str) -> Any:
     if mode == "none":
         return x
     dims = (1, 2, 3)
-    z = x - x.mean(dim=dims, keepdim=True)
+    if valid is None:
+        z = x - x.mean(dim=dims, keepdim=True)
+    else:
+        count = (valid * x.new_ones(x.shape)).sum(dim=dims, keepdim=True).clamp_min(1.0)
+        z = x - (x * valid).sum(dim=dims, keepdim=True) / count
     if mode == "mean":
         return z
-    scale = z.abs().amax(dim=dims, keepdim=True)
+    scale = (z.abs() if valid is None else z.abs() * valid).amax(dim=dims, keepdim=True)
     return (z / scale.clamp_min(_EPS)) * (scale > _EPS)
 
 

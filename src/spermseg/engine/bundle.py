@@ -65,18 +65,54 @@ class Predictor(nn.Module):
             return "ensemble"
         return "single" if len(self.bases) == 1 else "average"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def divisor(self) -> int:
+        """Least common multiple of the members' padding divisors: inputs are padded once to it."""
+        import math
+
+        divisor = 1
+        for module in self.modules():
+            d = getattr(module, "divisor", None) if module is not self else None
+            if isinstance(d, int) and d > 0:
+                divisor = math.lcm(divisor, d)
+        return divisor
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Probabilities for raw images.
+
+        Args:
+            x: (B, 1, H, W) raw images in [0, 1], any H and W (padded centrally to :attr:`divisor` here), or already
+                padded to it when ``valid`` is given.
+            valid: (B, 1, H, W) 0/1 map of the real pixels of a pre-padded ``x`` (the ONNX graph's second input).
+
+        Returns:
+            (B, 1, H, W) probabilities.
+        """
+        from spermseg.models.blocks import crop_to, pad_to_divisor
+
+        if valid is not None:
+            return self.forward_padded(x, valid)
+        # Pad once for the whole pipeline, so that the ensemble sees the base models' own predictions in the
+        # padding (not a reflection of cropped masks) and the ONNX graph, which takes pre-padded input, agrees.
+        padded, box = pad_to_divisor(x, self.divisor)
+        top, left, h, w = box
+        mask = torch.zeros_like(padded[:, :1])
+        mask[..., top : top + h, left : left + w] = 1.0
+        return crop_to(self.forward_padded(padded, mask), *box)
+
+    def forward_padded(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The pipeline on input padded to :attr:`divisor`; normalization statistics use the ``valid`` pixels."""
         from spermseg.data.transforms import normalize
         from spermseg.models.blocks import split_outputs
 
         probs = [
-            torch.sigmoid(split_outputs(model(normalize(x, norm)))[0].float())
+            torch.sigmoid(split_outputs(model(normalize(x, norm, valid)))[0].float())
             for model, norm in zip(self.bases, self.base_normalizations)
         ]
         stacked = torch.cat(probs, dim=1)
         if self.ensemble is None:
             return stacked.mean(dim=1, keepdim=True)
-        logits = split_outputs(self.ensemble(normalize(x, self.ensemble_normalization), stacked))[0]
+        logits = split_outputs(self.ensemble(normalize(x, self.ensemble_normalization, valid), stacked))[0]
         return torch.sigmoid(logits.float())
 
 

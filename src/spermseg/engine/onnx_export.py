@@ -1,17 +1,17 @@
 """Export a model bundle (base models + ensemble + normalization) to ONNX as one graph, and run it.
 
-The graph maps raw images (B, 1, H, W) in [0, 1] to probabilities (B, 1, H, W), with dynamic batch size and
-dynamic H and W that are multiples of the bundle's *divisor* (the least common multiple of its members' padding
-divisors, recorded in the model's metadata as ``spermseg_divisor``). :func:`onnx_session`'s callers pad any
-other size centrally (reflect) and crop back, exactly as the PyTorch models do internally, so both backends see
-the same pixels. (Exporting the padding itself would need data-dependent shapes, which ONNX export specializes
-on the sample size.)
+The graph maps raw images ``image`` (B, 1, H, W) in [0, 1] and a 0/1 map ``valid`` of the same shape to
+probabilities (B, 1, H, W), with dynamic batch size and dynamic H and W that are multiples of the bundle's
+*divisor* (the least common multiple of its members' padding divisors, recorded in the model's metadata as
+``spermseg_divisor``). The ONNX backend (:func:`spermseg.engine.predict.onnx_backend`) pads any other size
+centrally (reflect) exactly as the PyTorch models do internally, marks the real pixels in ``valid`` so that
+normalization statistics ignore the padding, and crops back: both backends compute on the same pixels.
+(Exporting the padding itself would need data-dependent shapes, which ONNX export specializes on the sample.)
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,6 @@ import numpy as np
 from spermseg.errors import CheckpointError, SpermsegError
 
 MAX_SIDE = 8192
-
-
-def bundle_divisor(predictor: Any) -> int:
-    """Least common multiple of the padding divisors of every member network."""
-    divisor = 1
-    for module in predictor.modules():
-        d = getattr(module, "divisor", None)
-        if isinstance(d, int) and d > 0:
-            divisor = math.lcm(divisor, d)
-    return divisor
 
 
 def export_onnx(model: str | Path, out: str | Path, *, opset: int = 18) -> Path:
@@ -52,16 +42,18 @@ def export_onnx(model: str | Path, out: str | Path, *, opset: int = 18) -> Path:
     from spermseg.utils.atomic import atomic_path
 
     predictor = load_predictor(model).float().eval()
-    divisor = bundle_divisor(predictor)
+    divisor = predictor.divisor
     sample = torch.rand(1, 1, 2 * divisor, 2 * divisor, generator=torch.Generator().manual_seed(0))
     blocks = MAX_SIDE // divisor
-    shapes = {"x": {0: Dim("batch", min=1, max=4096), 2: divisor * Dim("h_blocks", min=1, max=blocks),
-                    3: divisor * Dim("w_blocks", min=1, max=blocks)}}  # fmt: skip
+    dims = {0: Dim("batch", min=1, max=4096), 2: divisor * Dim("h_blocks", min=1, max=blocks),
+            3: divisor * Dim("w_blocks", min=1, max=blocks)}  # fmt: skip
+    shapes = {"x": dims, "valid": dims}
     out = Path(out)
     with atomic_path(out) as tmp:
         try:
             program = torch.onnx.export(
-                predictor, (sample,), dynamo=True, input_names=["image"], output_names=["prob"],
+                predictor, (sample, torch.ones_like(sample)), dynamo=True, input_names=["image", "valid"],
+                output_names=["prob"],
                 dynamic_shapes=shapes, opset_version=opset, verbose=False,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the user needs one clear line
@@ -112,23 +104,6 @@ def onnx_session(path: str | Path, device: str = "cpu") -> Any:
         return ort.InferenceSession(str(path), providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise CheckpointError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
-
-
-def pad_to_divisor(batch: np.ndarray, divisor: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Pad (B, H, W) centrally to multiples of ``divisor`` (reflect, replicate when too small), as the models do.
-
-    Returns:
-        The padded batch and ``(top, left, H, W)`` to crop back.
-    """
-    from spermseg.models.blocks import central_padding
-
-    h, w = batch.shape[-2:]
-    top, bottom = central_padding(h, divisor)
-    left, right = central_padding(w, divisor)
-    if not (top or bottom or left or right):
-        return batch, (0, 0, h, w)
-    mode = "reflect" if min(h, w) > max(top, bottom, left, right) else "edge"
-    return np.pad(batch, ((0, 0), (top, bottom), (left, right)), mode=mode), (top, left, h, w)
 
 
 def parity_check(model: str | Path, onnx_path: str | Path, sizes: tuple[tuple[int, int, int], ...] = ()) -> float:

@@ -148,15 +148,20 @@ def torch_backend(predictor: Any, device: str = "auto", channels_last: bool | No
 
 def onnx_backend(path: str | Path, device: str = "cpu") -> BatchFn:
     """Run an exported bundle (``spermseg export``) with ONNX Runtime, padding to its divisor and cropping back."""
-    from spermseg.engine.onnx_export import onnx_session, pad_to_divisor
+    import torch
+
+    from spermseg.engine.onnx_export import onnx_session
+    from spermseg.models.blocks import pad_to_divisor
 
     session = onnx_session(path, device)
-    name = session.get_inputs()[0].name
     divisor = int(session.get_modelmeta().custom_metadata_map.get("spermseg_divisor", 1))
 
     def run(batch: np.ndarray) -> np.ndarray:
-        padded, (top, left, h, w) = pad_to_divisor(np.asarray(batch, dtype=np.float32), divisor)
-        out = session.run(None, {name: np.ascontiguousarray(padded)[:, None]})[0]
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
+        padded, (top, left, h, w) = pad_to_divisor(x, divisor)  # the same padding as the PyTorch pipeline
+        valid = np.zeros(padded.shape, dtype=np.float32)
+        valid[..., top : top + h, left : left + w] = 1.0
+        out = session.run(None, {"image": padded.numpy(), "valid": valid})[0]
         return out[:, 0, top : top + h, left : left + w]
 
     return run
