@@ -15,7 +15,10 @@ binarized at t_opt and at 0.5).
 * ``mode="fast"``: constant memory, histograms of 2**16 bins (exact for 8/16-bit soft masks, AP within ~1e-4 of
   exact for float scores); IoU' at every threshold through grey morphology (see :mod:`spermseg.metrics.overlap`).
 * ``mode="exact"``: keeps the masks, sorts every score (AP equals scikit-learn), binarizes at t_opt and 0.5 and
-  computes IoU' literally. Memory grows with the set (about 6 bytes per pixel).
+  computes IoU' literally. Memory grows with the set (the float32 soft masks plus the prepared references, about
+  4.5 bytes per pixel) and all scores of a part are sorted at the end.
+* References are prepared once (regions, skeletons, dilations: :mod:`spermseg.metrics.prep`) and, by default,
+  kept in a process-wide LRU cache keyed by mask content, so scoring several models against one set is cheaper.
 * ``kernels=()`` skips IoU' (cheap validation during training).
 * ``per_image=True``: every image is scored alone; ``result()`` gives the mean over images in the usual
   places, the standard deviation under ``"std"`` and every image's result under ``"images"``.
