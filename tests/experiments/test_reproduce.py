@@ -197,3 +197,35 @@ def test_all_steps_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     assert {"avg", "ens_att_v2"} <= set(table["ap"])
     html = (out / "report.html").read_text()
     assert "Table 3 (top)" in html and "data:image/png;base64," in html
+
+
+@pytest.mark.slow
+def test_demo_command_with_tiny_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`spermseg demo` end to end (synthetic data with a video, so all eight steps run), with tiny training."""
+    from spermseg.cli import main
+
+    tiny = json.dumps(TINY_TRAIN)
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "--set",
+            f"train_overrides={tiny}",
+            "--set",
+            f"ensemble_overrides={tiny}",
+            "--set",
+            "blur_kernels=[1,9]",
+            "--set",
+            "seeds=[0]",
+        ]
+    )
+    out = capsys.readouterr().out
+    steps = json.loads((tmp_path / "demo/steps.json").read_text())
+    assert {n: s["status"] for n, s in steps.items()} == {n: "done" for n in STEP_NAMES}, steps
+    assert code == 0
+    assert steps["temporal"]["result"].get("status") != "not_applicable", "synthetic data has a video"
+    assert "summary on the synthetic test split" in out and "report:" in out and "demo finished in" in out
+    html = (tmp_path / "demo/report.html").read_text()
+    for needle in ("Table 2 (top)", "Table 4: IoU_opt, tail", "Fig. 12", "Fig. 14", "Fig. 6"):
+        assert needle in html, needle
