@@ -60,3 +60,4 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("killed")
     assert json.loads(target.read_text())["a"] == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert target.stat().st_mode & 0o044 == 0o044  # readable by others, like a file made with open()
