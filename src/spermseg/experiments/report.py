@@ -738,9 +738,10 @@ def _render_html(title: str, sections: Sequence[Section]) -> str:
             out.append(f'<p class="status{" bad" if bad else ""}">Status: {_inline(sec.status)}</p>')
         for b in sec.blocks:
             if isinstance(b, Table):
-                out.append(f"<table><caption>{_inline(b.caption)}</caption><thead><tr>")
-                out += [f"<th>{_inline(h)}</th>" for h in b.headers]
-                out.append("</tr></thead><tbody>")
+                out.append(f"<table><caption>{_inline(b.caption)}</caption>")
+                if any(b.headers):  # key/value tables have no header row
+                    out.append("<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in b.headers) + "</tr></thead>")
+                out.append("<tbody>")
                 for row in b.rows:
                     out.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>")
                 out.append("</tbody></table>")

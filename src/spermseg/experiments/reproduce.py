@@ -85,6 +85,8 @@ class ReproduceConfig:
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (training and inference).
         threads: torch CPU threads for the whole pipeline (0 = torch's default). On a small, shared CPU one
             thread is often faster: OpenMP threads spin-wait when cores are contended.
+        jobs: base-model training runs trained at once in worker processes (steps 2-3). Use it on a multi-core
+            CPU with ``threads=1``; on GPUs prefer ``--plan`` (one run per GPU).
         batch_size: images per inference forward pass.
         compare_paper: show the paper's Tables 2-4 beside ours: ``auto`` (when the data is SegSperm), ``on``,
             ``off``.
@@ -116,6 +118,7 @@ class ReproduceConfig:
     temporal_frames: int = 40
     device: str = "auto"
     threads: int = 0
+    jobs: int = 1
     batch_size: int = 4
     compare_paper: str = "auto"
 
@@ -163,6 +166,7 @@ def _demo() -> ReproduceConfig:
         temporal_frames=12,
         device="cpu",
         threads=1,
+        jobs=2,
     )
 
 
@@ -203,6 +207,8 @@ def validate(cfg: ReproduceConfig) -> None:
         raise ConfigError("'models' is empty; name at least one base model")
     if not cfg.seeds:
         raise ConfigError("'seeds' is empty; give at least one seed")
+    if cfg.jobs < 1 or cfg.threads < 0:
+        raise ConfigError(f"bad 'jobs' {cfg.jobs} or 'threads' {cfg.threads}: jobs >= 1, threads >= 0 (0 = default)")
     bad = [k for k in cfg.ensemble_kinds if k not in TRAINED_KINDS]
     if bad:
         raise ConfigError(
@@ -413,6 +419,24 @@ class Reproduction:
         )
         return res.result
 
+    def train_all(self, runs: Sequence[tuple[str, str, int]], say: Callable[[str], None]) -> dict[tuple, dict]:
+        """Train (or skip) several base runs, ``cfg.jobs`` at a time; returns ``{(model, norm, seed): result}``."""
+        from spermseg.engine.trainer import is_finished
+
+        todo = [r for r in dict.fromkeys(runs) if not is_finished(self.run_dir(*r))]
+        if self.cfg.jobs > 1 and len(todo) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            say(f"training {len(todo)} runs, {self.cfg.jobs} at a time")
+            # spawn, not fork: forking a process that already initialized torch's thread pools can deadlock.
+            with ProcessPoolExecutor(self.cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
+                futures = {r: pool.submit(_train_worker, self.cfg, str(self.out), *r) for r in todo}
+                for r, fut in futures.items():
+                    res = fut.result()
+                    say(f"  {r[0]} ({r[1]}, seed {r[2]}): val AP {(res.get('validation') or {}).get('ap')}")
+        return {r: self.train_base(*r, say) for r in runs}
+
     def featured(self) -> tuple[str, str]:
         kind, sel = self.cfg.featured_ensemble.split("|", 1)
         return kind, sel
@@ -489,13 +513,16 @@ class Reproduction:
         Result: ``{"models", "normalizations", "seeds", "metric", "ap": {model: {norm: {"mean","std","n"}}}}``.
         """
         models = self.cfg.normalization_models or self.cfg.models
+        done = self.train_all(
+            [(m, n, s) for m in models for n in self.cfg.normalizations for s in self.cfg.normalization_seeds],
+            ctx.log,
+        )
         ap: dict[str, dict[str, Any]] = {}
         for model in models:
             ap[model] = {}
             for norm in self.cfg.normalizations:
                 vals = [
-                    self.train_base(model, norm, s, ctx.log).get("validation", {}).get("ap")
-                    for s in self.cfg.normalization_seeds
+                    (done[(model, norm, s)].get("validation") or {}).get("ap") for s in self.cfg.normalization_seeds
                 ]
                 ap[model][norm] = _stat(vals)
         return {
@@ -591,9 +618,10 @@ class Reproduction:
         "best_seed": {model: seed (by validation AP)}, "curves": {model: curve of the best seed}}``.
         """
         runs: dict[str, dict[str, Any]] = {}
+        done = self.train_all([(m, "minmax", s) for m in self.cfg.models for s in self.cfg.seeds], ctx.log)
         for model in self.cfg.models:
             for seed in self.cfg.seeds:
-                r = self.train_base(model, "minmax", seed, ctx.log)
+                r = done[(model, "minmax", seed)]
                 runs.setdefault(model, {})[str(seed)] = {
                     "run": str(self.run_dir(model, "minmax", seed).relative_to(self.out)),
                     "val_ap": (r.get("validation") or {}).get("ap"),
@@ -961,6 +989,15 @@ class Reproduction:
                 "mean_kept": _stat(res["kept"])["mean"],
             }
         return {"sequence": name, "n_frames": len(frames), "series": series}
+
+
+def _train_worker(cfg: ReproduceConfig, out_dir: str, model: str, norm: str, seed: int) -> dict[str, Any]:
+    """One base run in a worker process (see :meth:`Reproduction.train_all`)."""
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    return Reproduction(cfg, out_dir, log=lambda m: None).train_base(model, norm, seed, lambda m: None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
