@@ -52,6 +52,8 @@ ALL_MODELS = (
     "unet3p",
     "uctransnet",
 )
+# Config keys that do not change results (a resumed reproduction may change them).
+EXECUTION_KEYS = frozenset({"jobs", "threads", "batch_size", "compare_paper"})
 TRAINED_KINDS = ("ens_s", "ens_is", "ens_concat", "ens_att_v1", "ens_att_v2")
 
 
@@ -1070,9 +1072,10 @@ def run_reproduce(
         import yaml
 
         old = yaml.safe_load(saved.read_text()) or {}
-        # Steps that finished under another config would mix results; the user must choose.
-        if old != current and not force:
-            changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+        # Steps that finished under another config would mix results; the user must choose. Keys that only change
+        # how the work is executed or shown (not its results) may change between invocations.
+        changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k) and k not in EXECUTION_KEYS)
+        if changed and not force:
             raise ConfigError(
                 f"{out} holds a reproduction with a different config ({', '.join(changed)} differ; "
                 f"see {saved}); use another --out, or --force STEP to redo the affected steps"
