@@ -165,3 +165,28 @@ def test_curves_fast() -> None:
     assert np.all(np.diff(cur["thresholds"]) < 0)
     assert float(np.max(cur["iou"])) == pytest.approx(acc.result()["tail"]["iou_opt"])
     assert cur["iou_prime_3"]["iou"].shape == cur["thresholds"].shape
+
+
+def test_reference_cache_reuses_and_bounds_memory() -> None:
+    from spermseg.metrics.prep import ReferenceCache
+
+    rng = np.random.default_rng(5)
+    refs = [_sperm(rng) for _ in range(3)]
+    probs = [_soft(r["full"], rng) for r in refs]
+    cache = ReferenceCache()
+    results = []
+    for _ in range(2):
+        acc = SegmentationAccumulator("fast", (3,), cache=cache)
+        for p, r in zip(probs, refs):
+            acc.update(p, r)
+        results.append(acc.result())
+    assert cache.misses == 3 and cache.hits == 3
+    assert results[0] == results[1]
+    uncached = SegmentationAccumulator("fast", (3,), cache=None)
+    for p, r in zip(probs, refs):
+        uncached.update(p, r)
+    assert uncached.result() == results[0]
+    tiny = ReferenceCache(max_bytes=1)  # keeps only the most recent entry
+    for r in refs:
+        tiny.get(r["full"], r["head"], r["tail"], (3,))
+    assert len(tiny._items) == 1

@@ -10,6 +10,7 @@ when the same references are scored again (several models, blur levels, seeds on
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -122,6 +123,7 @@ class ReferenceCache:
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict[bytes, ReferencePrep] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()  # the process-wide cache may be shared by threads
         self.hits = 0
         self.misses = 0
 
@@ -139,20 +141,24 @@ class ReferenceCache:
     ) -> ReferencePrep:
         """The prepared reference, computed on a miss."""
         key = self.key(full, head, tail, kernels)
-        prep = self._items.get(key)
-        if prep is not None:
-            self._items.move_to_end(key)
-            self.hits += 1
-            return prep
-        self.misses += 1
-        prep = prepare_reference(full, head, tail, kernels)
-        self._items[key] = prep
-        self._bytes += prep.nbytes()
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= old.nbytes()
+        with self._lock:
+            prep = self._items.get(key)
+            if prep is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return prep
+            self.misses += 1
+        prep = prepare_reference(full, head, tail, kernels)  # outside the lock: the expensive part
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = prep
+                self._bytes += prep.nbytes()
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.nbytes()
         return prep
 
     def clear(self) -> None:
-        self._items.clear()
-        self._bytes = 0
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
