@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from spermseg.errors import SpermsegError
     from spermseg.evaluation.agreement import agreement, format_agreement
-    from spermseg.utils.atomic import _nan_to_none, atomic_write_json
+    from spermseg.utils.atomic import atomic_write_json, nan_to_none
 
     try:
         res = agreement(args.root, split=args.split, kernels=tuple(args.kernel))
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         atomic_write_json(args.json_out, res)
     if args.json:
-        print(json.dumps(_nan_to_none(res), indent=2, sort_keys=True))
+        print(json.dumps(nan_to_none(res), indent=2, sort_keys=True))
     else:
         print(format_agreement(res))
     return 0

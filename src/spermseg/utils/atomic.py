@@ -56,7 +56,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, default: Callable[[Any], Any] | None = None) -> None:
     """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically (NaN becomes null)."""
-    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=True, default=default or _json_default)
+    text = json.dumps(nan_to_none(obj), indent=2, sort_keys=True, default=default or _json_default)
     atomic_write_text(path, text + "\n")
 
 
@@ -68,11 +68,12 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-def _nan_to_none(obj: Any) -> Any:
+def nan_to_none(obj: Any) -> Any:
+    """Replace float NaN (at any depth of dicts/lists) by None, so JSON output has null instead of NaN."""
     if isinstance(obj, float) and obj != obj:
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_nan_to_none(v) for v in obj]
+        return [nan_to_none(v) for v in obj]
     return obj
