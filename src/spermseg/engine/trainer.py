@@ -758,16 +758,15 @@ def train(
                 n_images += len(idx)
                 if hooks.on_step_end is not None:
                     hooks.on_step_end(epoch, step, float(loss.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    if step % 5 == 0 or step == steps - 1:
-                        dt = time.perf_counter() - t_epoch
-                        bar.set_description(f"epoch {epoch + 1}/{epochs}")
-                        bar.set_postfix(
-                            loss=f"{float(loss_sum) / n_steps:.4f}",
-                            lr=f"{lr:.2e}",
-                            img_s=f"{n_images * dist_info.world_size / max(dt, 1e-9):.1f}",
-                        )
+                bar.update(1)
+                if not bar.disable and (step % 5 == 0 or step == steps - 1):
+                    dt = time.perf_counter() - t_epoch
+                    bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                    bar.set_postfix(
+                        loss=f"{float(loss_sum) / n_steps:.4f}",
+                        lr=f"{lr:.2e}",
+                        img_s=f"{n_images * dist_info.world_size / max(dt, 1e-9):.1f}",
+                    )
             if not torch.isfinite(loss_sum):  # checked once per epoch: a per-step check would sync the GPU
                 raise SpermsegError(
                     f"training diverged (non-finite loss) in epoch {epoch + 1}; lower optim.lr or check the data"
@@ -838,16 +837,18 @@ def train(
                     if metrics
                     else ""
                 )
-                if bar is None or getattr(bar, "disable", True):
-                    log(
-                        f"epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}, lr {lr:.2e}, "
-                        f"{row['images_per_s']:.1f} img/s{val_txt}{' *' if improved and metrics else ''}"
-                    )
+                line = (
+                    f"epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}, lr {lr:.2e}, "
+                    f"{row['images_per_s']:.1f} img/s{val_txt}{' *' if improved and metrics else ''}"
+                )
+                if getattr(bar, "disable", True) or hooks.log is not None:
+                    log(line)
+                else:  # above the live bar, so that the per-epoch history stays on screen
+                    bar.write(line, file=sys.stderr)
             barrier(dist_info)
             if hooks.on_epoch_end is not None:
                 hooks.on_epoch_end(epoch, row)
-        if bar is not None:
-            bar.close()
+        bar.close()
         tb.close()
 
         # ---- final result ----------------------------------------------------------------------------------------
