@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Before torch is imported anywhere: idle OpenMP threads sleep instead of spinning. Spinning threads make small
+# convolutions 5-20x slower whenever the machine runs anything else (parallel tests, CI neighbours).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 # The real three-rater dataset lies beside the repository (never inside it); tests using it skip when absent.
 SPERMPARSING = Path(

@@ -54,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process. Returns the exit code (0 ok, 1 failure found, 2 user error)."""
+    import os
+
     from spermseg.errors import SpermsegError
 
+    # Idle OpenMP threads sleep instead of spinning (set before torch loads): on a shared or small machine spinning
+    # threads slow PyTorch's CPU kernels several-fold. Users can still set their own policy.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
