@@ -190,7 +190,7 @@ def test_avg_and_trained_ensemble_to_table3(pipeline: dict[str, Path], tmp_path:
     e3 = select_inputs(load_manifest(pipeline["cache"]), "E3")
     assert prov["selection"]["model_ids"] == e3.model_ids and prov["seed"] == 3
     # the ensemble validates on the groups its inputs held out, when they share one validation split
-    from spermseg.cli.ensemble import base_validation_split
+    from spermseg.experiments.ensemble_training import base_validation_split
 
     manifest = load_manifest(pipeline["cache"])
     assert base_validation_split(manifest, ["att_unet_s0", "fpn_s0"]) == (0, 0.25)
@@ -263,7 +263,7 @@ def test_group_kfold_and_fold_roots(pipeline: dict[str, Path], tmp_path: Path) -
 
 def test_errors(pipeline: dict[str, Path], tmp_path: Path) -> None:
     from spermseg.cli import main
-    from spermseg.cli.ensemble import train_ensemble
+    from spermseg.experiments.ensemble_training import train_ensemble
 
     with pytest.raises(ConfigError, match="no parameters"):
         train_ensemble(pipeline["cache"], "avg", tmp_path / "x")
@@ -277,8 +277,8 @@ def test_errors(pipeline: dict[str, Path], tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_every_trained_kind_and_oof_stacking(pipeline: dict[str, Path], tmp_path: Path) -> None:
     """Each of the five trainable kinds on E2 (E1 for one) and ens_s with out-of-fold stacking, then Table 3."""
-    from spermseg.cli.ensemble import train_ensemble
     from spermseg.engine.mask_cache import load_manifest
+    from spermseg.experiments.ensemble_training import train_ensemble
     from spermseg.experiments.table3 import TRAINED_KINDS, evaluate_ensembles, write_table3
 
     runs = []

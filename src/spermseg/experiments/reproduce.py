@@ -673,7 +673,7 @@ class Reproduction:
         "leaks_test", "kinds", "seeds", "runs": {"kind|E": [run dirs]}, "table": {metric: {kind: {E: stat}}},
         "best": "kind|E" by mean AP, "best_base": architecture ranked first on rank_on}``.
         """
-        from spermseg.cli.ensemble import train_ensemble
+        from spermseg.experiments.ensemble_training import train_ensemble
         from spermseg.experiments.selection import all_selections
         from spermseg.experiments.table3 import evaluate_ensembles
 
