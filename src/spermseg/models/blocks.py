@@ -21,6 +21,26 @@ def central_padding(size: int, divisor: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def pad_to_divisor(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (B, C, H, W) centrally to multiples of ``divisor``, as :class:`SegmentationModel` does.
+
+    Args:
+        x: tensor (B, C, H, W).
+        divisor: the multiple that H and W must reach.
+
+    Returns:
+        ``(padded, (top, left, h, w))``: padded (B, C, H', W') and the box to give :func:`crop_to` to undo it.
+        Reflect padding, or replicate when the image is smaller than the padding (reflect would fail).
+    """
+    h, w = x.shape[-2:]
+    top, bottom = central_padding(h, divisor)
+    left, right = central_padding(w, divisor)
+    if top or bottom or left or right:
+        mode = "reflect" if min(h, w) > max(top, bottom, left, right) else "replicate"
+        x = F.pad(x, (left, right, top, bottom), mode=mode)
+    return x, (top, left, h, w)
+
+
 class SegmentationModel(nn.Module):
     """Base class: pads the input centrally to a multiple of ``divisor`` and crops every output back.
 
@@ -36,20 +56,14 @@ class SegmentationModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        h, w = x.shape[-2:]
-        top, bottom = central_padding(h, self.divisor)
-        left, right = central_padding(w, self.divisor)
-        padded = top or bottom or left or right
-        if padded:
-            mode = "reflect" if min(h, w) > max(top, bottom, left, right) else "replicate"
-            x = F.pad(x, (left, right, top, bottom), mode=mode)
-        out = self.forward_padded(x)
-        if not padded:
+        padded, box = pad_to_divisor(x, self.divisor)
+        out = self.forward_padded(padded)
+        if padded is x:
             return out
         if isinstance(out, tuple):
             main, aux = out
-            return crop_to(main, top, left, h, w), aux
-        return crop_to(out, top, left, h, w)
+            return crop_to(main, *box), aux
+        return crop_to(out, *box)
 
 
 def crop_to(x: torch.Tensor, top: int, left: int, h: int, w: int) -> torch.Tensor:
@@ -57,7 +71,10 @@ def crop_to(x: torch.Tensor, top: int, left: int, h: int, w: int) -> torch.Tenso
     return x[..., top : top + h, left : left + w]
 
 
-def split_outputs(out: torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+ModelOutput = torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]
+
+
+def split_outputs(out: ModelOutput) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Normalize a model output to ``(logits, aux_list)``."""
     if isinstance(out, tuple):
         return out[0], list(out[1])
@@ -81,12 +98,21 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size, mode: str = "
 class ConvNormAct(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d -> ReLU (activation optional); 'same' padding for odd kernels."""
 
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, act: bool = True) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        act: bool = True,
+    ) -> None:
         padding = dilation * (kernel_size - 1) // 2
         layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      bias=False),
+            nn.Conv2d(
+                cin, cout, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=False
+            ),
             nn.BatchNorm2d(cout),
         ]
         if act:
@@ -193,31 +219,6 @@ class UNetEncoder(nn.Module):
             x = stage(x if i == 0 else self.pool(x))
             feats.append(x)
         return feats
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Two-input padding: central padding of several tensors to one divisor (ensembling networks take image + masks)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def pad_to_divisor(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Pad (B, C, H, W) centrally to multiples of ``divisor``, as :class:`SegmentationModel` does.
-
-    Args:
-        x: tensor (B, C, H, W).
-        divisor: the multiple that H and W must reach.
-
-    Returns:
-        ``(padded, (top, left, h, w))``: padded (B, C, H', W') and the box to give :func:`crop_to` to undo it.
-        Reflect padding, or replicate when the image is smaller than the padding (reflect would fail).
-    """
-    h, w = x.shape[-2:]
-    top, bottom = central_padding(h, divisor)
-    left, right = central_padding(w, divisor)
-    if top or bottom or left or right:
-        mode = "reflect" if min(h, w) > max(top, bottom, left, right) else "replicate"
-        x = F.pad(x, (left, right, top, bottom), mode=mode)
-    return x, (top, left, h, w)
 
 
 # --------------------------------------------------------------------------------------------------------------
