@@ -219,7 +219,7 @@ def machine_info() -> dict[str, str]:
     }
     with contextlib.suppress(OSError):
         info["load average"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    for mod in ("spermseg", "numpy", "torch", "scipy", "cv2", "PIL", "kornia", "onnxruntime"):
+    for mod in ("spermseg", "numpy", "torch", "scipy", "cv2", "PIL", "onnxruntime"):
         try:
             m = __import__(mod)
             info[mod] = getattr(m, "__version__", "?")

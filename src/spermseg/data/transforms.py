@@ -138,8 +138,12 @@ class AugmentConfig:
             raise ConfigError(f"augment.padding_mode must be reflection, border or zeros, got {self.padding_mode}")
 
 
-def blur_sigma(k: int | float) -> float:
-    """Gaussian sigma for a nominal kernel size ``k`` (OpenCV's ``getGaussianKernel`` rule)."""
+def blur_sigma(k: Any) -> Any:
+    """Gaussian sigma for a nominal kernel size ``k`` (OpenCV's ``getGaussianKernel`` rule).
+
+    The one sigma rule of the package: augmentation blur and the blur-robustness protocol both use it. ``k`` may be
+    a number or a tensor/array of sizes (elementwise).
+    """
     return 0.3 * ((k - 1) * 0.5 - 1) + 0.8
 
 
@@ -153,8 +157,7 @@ def gaussian_kernels(sizes: torch.Tensor, radius: int) -> torch.Tensor:
     """
     import torch
 
-    k = sizes.to(torch.float32)
-    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+    sigma = blur_sigma(sizes.to(torch.float32))
     half = torch.div(sizes, 2, rounding_mode="floor")  # k odd: (k-1)/2; k even: k/2 (kernel k + 1)
     x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=sizes.device)
     w = torch.exp(-0.5 * (x[None, :] / sigma[:, None]) ** 2) * (x[None, :].abs() <= half[:, None])

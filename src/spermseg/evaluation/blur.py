@@ -29,7 +29,9 @@ def blur_sigma(size: int) -> float:
         raise ValueError(f"blur kernel size must be an integer >= 1, got {size}")
     if size == 1:
         return 0.0
-    return 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    from spermseg.data.transforms import blur_sigma as opencv_sigma
+
+    return float(opencv_sigma(size))
 
 
 def blur_image(image: np.ndarray, size: int) -> np.ndarray:

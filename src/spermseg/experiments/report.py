@@ -518,7 +518,6 @@ def collect_environment() -> dict[str, Any]:
         ("skimage", "scikit-image"),
         ("cv2", "opencv"),
         ("matplotlib", "matplotlib"),
-        ("kornia", "kornia"),
         ("safetensors", "safetensors"),
         ("SimpleITK", "SimpleITK"),
     ):
