@@ -599,10 +599,9 @@ def train(
                     )
             if is_finished(run_dir):
                 result = json.loads((run_dir / "result.json").read_text())
-                log(
-                    f"spermseg train: {run_dir} is finished (AP {result.get('validation', {}).get('ap')}); "
-                    "skipping (use --force to retrain)"
-                )
+                # "validation" is null for runs trained without a validation split (validation.fraction=0).
+                val_ap = (result.get("validation") or {}).get("ap")
+                log(f"spermseg train: {run_dir} is finished (AP {val_ap}); skipping (use --force to retrain)")
                 return TrainResult(run_dir, result, skipped=True)
             if ckpt.has_training_state(run_dir) and not resume:
                 raise SpermsegError(
