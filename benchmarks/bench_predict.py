@@ -2,14 +2,17 @@
 
 Cases:
 * peak RSS of ``spermseg predict`` (fresh process each) on a synthetic 512x512 video of 200 and of 2,000 frames
-  (quick: 20 and 200), with a small model: streaming must keep the 2,000-frame peak within 20 % of the 200-frame
-  one (memory is set by the batch, not by the video length);
+  (quick: 20 and 200), with a small model (unet width 4): streaming must keep the 2,000-frame peak within 20 % of
+  the 200-frame one (memory is set by the batch, not by the video length);
 * frames/s at 512x512 of a bundle of three base models (att_unet, unet3p, unet: the paper's E3) and
-  ens_att_v2 at default widths (quick: width 8): PyTorch eager fp32, PyTorch channels_last, ONNX Runtime.
+  ens_att_v2: PyTorch eager fp32, PyTorch channels_last, ONNX Runtime. Width: ``SPERMSEG_BENCH_WIDTH``
+  (default 16; ``0`` = the families' default widths, about 1.4 TMACs per frame, minutes per frame on a small CPU;
+  quick: 8).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -67,10 +70,10 @@ def _peak_rss_of_predict(model: Path, video: Path, out: Path) -> float:
 def _memory(quick: bool, tmp: Path) -> str:
     from spermseg.engine.bundle import create_bundle
 
-    bases, _ = _save_runs(tmp / "small", width=8, ens_width=8)
+    bases, _ = _save_runs(tmp / "small", width=4, ens_width=4)
     bundle = create_bundle(bases[2:], tmp / "unet_bundle")
     short, long = (20, 200) if quick else (200, 2000)
-    t = Table("Peak memory of video prediction (unet width 8, 512x512, batch 4, all outputs written)")
+    t = Table("Peak memory of video prediction (unet width 4, 512x512, batch 4, all outputs written)")
     rows = []
     for n in (short, long):
         video = tmp / f"v{n}.mp4"
@@ -95,12 +98,13 @@ def _throughput(quick: bool, tmp: Path) -> str:
     from spermseg.engine.onnx_export import export_onnx
     from spermseg.engine.predict import onnx_backend, torch_backend
 
-    width, ens_width = (8, 8) if quick else (None, None)
+    chosen = 8 if quick else int(os.environ.get("SPERMSEG_BENCH_WIDTH", "16"))
+    width = ens_width = chosen or None
     bases, ens = _save_runs(tmp / "e3", width=width, ens_width=ens_width)
     bundle = create_bundle(bases, tmp / "e3_bundle", ensemble=ens)
     frames = np.random.default_rng(0).random((2, 512, 512), dtype=np.float32)
     repeat = 2 if quick else 3
-    label = "width 8 (quick)" if quick else "default widths"
+    label = f"width {chosen}" + (" (quick)" if quick else "") if chosen else "default widths"
     t = Table(f"E3 + ens_att_v2 at 512x512, batch 2, {label}", ratio_to="torch eager fp32", unit="frame")
     eager = torch_backend(load_predictor(bundle), "cpu", channels_last=False)
     t.add(measure(lambda: eager(frames), name="torch eager fp32", repeat=repeat, items=2, trace_memory=False))
