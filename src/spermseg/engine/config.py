@@ -307,3 +307,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"bad value for '{key}': {value!r}; must be {allowed}")
     if bool(cfg.model.ensemble) != bool(cfg.model.masks):
         raise ConfigError("model.ensemble and model.masks go together: pass both --ensemble KIND and --masks CACHE")
+    if not cfg.model.ensemble:
+        from spermseg.models import model_kwargs
+
+        model_kwargs(cfg.model.name)  # an unknown name fails here, before minutes of data loading
