@@ -356,13 +356,12 @@ def _chromium() -> str:
             "chromium is not installed and cannot be installed here (no apt-get or not root); "
             "install it with 'apt-get install -y chromium' to run this test"
         )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
+        # A fresh machine may have no package lists yet: update them first.
+        subprocess.run(["apt-get", "update", "-q"], check=True, timeout=300, capture_output=True, env=env)
         subprocess.run(
-            ["apt-get", "install", "-y", "-q", "chromium"],
-            check=True,
-            timeout=900,
-            capture_output=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            ["apt-get", "install", "-y", "-q", "chromium"], check=True, timeout=900, capture_output=True, env=env
         )
     except (subprocess.SubprocessError, OSError) as exc:
         pytest.skip(f"chromium is not installed and 'apt-get install -y chromium' failed: {exc}")
