@@ -81,7 +81,7 @@ def build_config(args: argparse.Namespace) -> object:
 
 def print_summary(records: dict, md: Path, html: Path) -> None:
     """Time per step and the report's paths."""
-    from spermseg.experiments.report import fmt_seconds
+    from spermseg.utils.progress import fmt_seconds
 
     print("\nstep            status       wall time  note")
     total = 0.0

@@ -34,6 +34,7 @@ import numpy as np
 from spermseg.experiments import figures as F
 from spermseg.experiments import paper_numbers as P
 from spermseg.utils.atomic import atomic_write_text
+from spermseg.utils.progress import fmt_seconds
 
 PARTS = ("full", "head", "tail")
 # Display names of the aggregated ground truths (paper Fig. 6 names in brackets).
@@ -104,16 +105,6 @@ def fmt_delta(ours: Any, paper: Any, nd: int = 4) -> str:
         return "-"
     d = float(ours) - float(paper)
     return f"{d:+.{nd}f}" if np.isfinite(d) else "-"
-
-
-def fmt_seconds(s: float | None) -> str:
-    """``12.3 s``, ``4 min 05 s`` or ``2 h 03 min``."""
-    if s is None:
-        return "-"
-    if s < 60:
-        return f"{s:.1f} s"
-    m, sec = divmod(int(round(s)), 60)
-    return f"{m} min {sec:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from spermseg.errors import ConfigError
 from spermseg.utils.atomic import atomic_write_json
+from spermseg.utils.progress import fmt_seconds
 
 Status = Literal["done", "skipped", "unavailable", "failed", "pending"]
 
@@ -234,7 +235,7 @@ class StepRunner:
                 continue
             rec = records[step.name]
             if rec.finished and step.name not in forced:
-                self._log(f"[{step.name}] finished earlier ({_fmt_s(rec.wall_s)}); skipping")
+                self._log(f"[{step.name}] finished earlier ({fmt_seconds(rec.wall_s)}); skipping")
                 continue
             records[step.name] = self._run_one(step, results)
             if records[step.name].finished and records[step.name].result is not None:
@@ -269,7 +270,7 @@ class StepRunner:
                 d / FAILED_FILE,
                 {"reason": reason, "traceback": traceback.format_exc(), "wall_s": wall, "failed_at": _now()},
             )
-            self._log(f"[{step.name}] FAILED after {_fmt_s(wall)}: {reason} (details: {d / FAILED_FILE})")
+            self._log(f"[{step.name}] FAILED after {fmt_seconds(wall)}: {reason} (details: {d / FAILED_FILE})")
             return StepRecord(step.name, "failed", wall_s=wall, reason=reason, attempts=attempts, title=step.title)
         wall = time.perf_counter() - t0
         if not isinstance(result, dict):
@@ -280,7 +281,7 @@ class StepRunner:
             d / DONE_FILE,
             {"name": step.name, "result": result, "wall_s": wall, "finished_at": finished, "attempts": attempts},
         )
-        self._log(f"[{step.name}] done in {_fmt_s(wall)}")
+        self._log(f"[{step.name}] done in {fmt_seconds(wall)}")
         return StepRecord(
             step.name,
             "done",
@@ -296,13 +297,3 @@ class StepRunner:
         atomic_write_json(d / UNAVAILABLE_FILE, {"reason": reason, "wall_s": wall, "at": _now()})
         self._log(f"[{step.name}] not available: {reason}")
         return StepRecord(step.name, "unavailable", wall_s=wall, reason=reason, attempts=attempts, title=step.title)
-
-
-def _fmt_s(seconds: float | None) -> str:
-    """Format a duration for logs: ``12.3 s`` or ``4 min 05 s``."""
-    if seconds is None:
-        return "?"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
