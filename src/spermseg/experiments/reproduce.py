@@ -37,21 +37,11 @@ import numpy as np
 
 from spermseg.errors import ConfigError, DataError
 from spermseg.experiments.steps import Step, StepContext, StepRecord, StepRunner, StepUnavailable
+from spermseg.models.registry import BASE_MODEL_MODULES
 from spermseg.utils.atomic import atomic_write_json
 
 STEP_NAMES = ("agreement", "normalization", "base", "ensembles", "raters", "blur", "qualitative", "temporal")
-ALL_MODELS = (
-    "unet",
-    "fc_densenet",
-    "unet_pp",
-    "att_unet",
-    "manet",
-    "sa_unet",
-    "deeplabv3p",
-    "fpn",
-    "unet3p",
-    "uctransnet",
-)
+ALL_MODELS = tuple(BASE_MODEL_MODULES)  # the paper's ten base models, in the order of its Table 3
 # Config keys that do not change results (a resumed reproduction may change them).
 EXECUTION_KEYS = frozenset({"jobs", "threads", "batch_size", "compare_paper"})
 TRAINED_KINDS = ("ens_s", "ens_is", "ens_concat", "ens_att_v1", "ens_att_v2")
