@@ -8,7 +8,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
+
+from spermseg.cli._json import add_json_arguments, emit_json
 
 HELP = "inter-rater agreement (paper Table 2)"
 
@@ -19,23 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernel", type=int, nargs="+", default=[3, 5], metavar="K", help="odd IoU' kernel sizes (default: 3 5)"
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--json-out", default=None, metavar="FILE", help="also write the JSON result to FILE")
+    add_json_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from spermseg.errors import SpermsegError
     from spermseg.evaluation.agreement import agreement, format_agreement
-    from spermseg.utils.atomic import atomic_write_json, nan_to_none
 
     try:
         res = agreement(args.root, split=args.split, kernels=tuple(args.kernel))
     except ValueError as exc:
         raise SpermsegError(str(exc)) from None
-    if args.json_out:
-        atomic_write_json(args.json_out, res)
-    if args.json:
-        print(json.dumps(nan_to_none(res), indent=2, sort_keys=True))
-    else:
+    if not emit_json(args, res):
         print(format_agreement(res))
     return 0

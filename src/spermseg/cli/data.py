@@ -135,9 +135,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from spermseg.utils.atomic import atomic_write_json
+    from spermseg.cli._json import emit_json
 
     if args.action != "check":  # pragma: no cover - argparse enforces the choices
         return 2
@@ -148,11 +146,7 @@ def run(args: argparse.Namespace) -> int:
     report = check_dataset(
         args.root, args.binarize_threshold, args.groups_csv, decode=not args.structure_only, show_progress=True
     )
-    if args.json_out is not None:
-        atomic_write_json(args.json_out, report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
+    if not emit_json(args, report):
         print(format_report(report))
     sys.stdout.flush()
     return 0 if report["ok"] else 1

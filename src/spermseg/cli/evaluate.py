@@ -9,7 +9,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
+
+from spermseg.cli._json import add_json_arguments, emit_json
 
 HELP = "score soft masks against a rater or an aggregate (AP, IoU, IoU', Brier)"
 
@@ -38,8 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="sort-based measures (AP equals scikit-learn) instead of 2^16-bin histograms",
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--json-out", default=None, metavar="FILE", help="also write the JSON result to FILE")
+    add_json_arguments(parser)
     parser.add_argument(
         "--per-image-list",
         action="store_true",
@@ -50,7 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from spermseg.errors import SpermsegError
     from spermseg.evaluation.evaluate import evaluate_directory, format_result
-    from spermseg.utils.atomic import atomic_write_json, nan_to_none
 
     try:
         res = evaluate_directory(
@@ -66,10 +65,6 @@ def run(args: argparse.Namespace) -> int:
         raise SpermsegError(str(exc)) from None
     if args.per_image and not args.per_image_list:
         res.pop("images", None)
-    if args.json_out:
-        atomic_write_json(args.json_out, res)
-    if args.json:
-        print(json.dumps(nan_to_none(res), indent=2, sort_keys=True))
-    else:
+    if not emit_json(args, res):
         print(format_result(res))
     return 0

@@ -12,7 +12,6 @@ See :mod:`spermseg.engine.mask_cache` for the format.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -74,8 +73,8 @@ def summary(manifest: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spermseg.cli._json import emit_json
     from spermseg.engine.mask_cache import build_cache
-    from spermseg.utils.atomic import atomic_write_json
 
     paths, ids = parse_models(args.models)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
@@ -96,10 +95,7 @@ def run(args: argparse.Namespace) -> int:
         log=None if quiet else (lambda m: print(m, file=sys.stderr)),
     )
     info = summary(manifest)
-    if args.json_out:
-        atomic_write_json(args.json_out, info)
-    if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
+    if emit_json(args, info):
         return 0
     built, skipped = manifest["last_build"]["built"], manifest["last_build"]["skipped_fresh"]
     print(f"mask cache {args.out}: built {len(built)}, fresh (skipped) {len(skipped)}")

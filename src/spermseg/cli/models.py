@@ -10,8 +10,6 @@ that cannot run on ``meta`` falls back to a real CPU forward pass.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import TYPE_CHECKING, Any
 
 from spermseg.errors import ConfigError
@@ -165,13 +163,9 @@ def run(args: argparse.Namespace) -> int:
         "macs_definition": "FLOPs / 2 of convolutions and matrix products, batch 1",
         "models": rows,
     }
-    if args.json_out:
-        from spermseg.utils.atomic import atomic_write_json
+    from spermseg.cli._json import emit_json
 
-        atomic_write_json(args.json_out, result)
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+    if emit_json(args, result):
         return 0
     _print_table(rows, (h, w))
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +111,9 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spermseg.utils.atomic import atomic_write_json
+    from spermseg.cli._json import emit_json
 
     summary = summarize(args.dir, args.split)
-    if args.json:
-        json.dump(summary, sys.stdout, indent=2, sort_keys=False)
-        print()
-    else:
+    if not emit_json(args, summary):
         print(format_table(summary))
-    if args.json_out:
-        atomic_write_json(args.json_out, summary)
     return 0

@@ -10,8 +10,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 HELP = "train one base model or ensembling network (the paper's protocol by default)"
 
@@ -105,17 +103,13 @@ def build_config(
 
 
 def run(args: argparse.Namespace) -> int:
+    from spermseg.cli._json import emit_json
     from spermseg.engine.trainer import train
     from spermseg.errors import ConfigError
-    from spermseg.utils.atomic import atomic_write_json
 
     if args.ensemble and not args.masks:
         raise ConfigError("--ensemble needs --masks CACHE (build it with 'spermseg masks')")
     cfg = build_config(args, model=args.model, seed=args.seed)
     out = train(cfg, args.out, resume=args.resume, force=args.force, preset_name=args.preset)  # type: ignore[arg-type]
-    if args.json:
-        json.dump(out.result, sys.stdout, indent=2, sort_keys=True)
-        print()
-    if args.json_out:
-        atomic_write_json(args.json_out, out.result)
+    emit_json(args, out.result)
     return 0

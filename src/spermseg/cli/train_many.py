@@ -107,9 +107,9 @@ def _device_for_job(device: str | None, job: int) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spermseg.cli._json import emit_json
     from spermseg.cli.train import build_config
     from spermseg.engine.trainer import is_finished, train
-    from spermseg.utils.atomic import atomic_write_json
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
@@ -175,9 +175,5 @@ def run(args: argparse.Namespace) -> int:
         extra += f" ({st['error']})" if st["status"] == "failed" else ""
         print(f"  {key}: {st['status']}{extra}", file=sys.stderr)
     report = {"out": str(args.out), "runs": statuses, "failed": failed}
-    if args.json:
-        json.dump(report, sys.stdout, indent=2, sort_keys=True)
-        print()
-    if args.json_out:
-        atomic_write_json(args.json_out, report)
+    emit_json(args, report)
     return 1 if failed else 0
