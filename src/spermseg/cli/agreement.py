@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from spermseg.cli._json import add_json_arguments, emit_json
+from spermseg.cli._common import add_json_arguments, emit_json
 
 HELP = "inter-rater agreement (paper Table 2)"
 

@@ -135,7 +135,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spermseg.cli._json import emit_json
+    from spermseg.cli._common import emit_json
 
     if args.action != "check":  # pragma: no cover - argparse enforces the choices
         return 2

@@ -13,6 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
+from spermseg.cli._common import add_set_argument
+
 HELP = "synthetic data -> small reproduce run -> report (the main job)"
 
 # The synthetic dataset of the demo: small images so that training and evaluation fit the 10-minute budget on a
@@ -36,13 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``spermseg demo``."""
     parser.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic dataset (default: 1)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a ReproduceConfig key of the demo preset (repeatable)",
-    )
+    add_set_argument(parser, "blur_kernels=[1,5]", what="a ReproduceConfig key of the demo preset")
     parser.add_argument("--steps", default=None, help="comma-separated subset of the steps (default: all)")
 
 

@@ -27,6 +27,8 @@ import argparse
 import json
 import sys
 
+from spermseg.cli._common import add_set_argument
+
 HELP = "train and evaluate ensembling networks (paper Section 4, Table 3)"
 
 
@@ -50,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     tr.add_argument("--preset", default="paper", help="training preset: paper, cpu-small or demo (default: paper)")
     tr.add_argument("--config", metavar="FILE", help="YAML file with training config overrides")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    add_set_argument(tr, "optim.lr=3e-4")
     tr.add_argument(
         "--stacking",
         choices=("in-sample", "oof"),

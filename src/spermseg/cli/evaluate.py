@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from spermseg.cli._json import add_json_arguments, emit_json
+from spermseg.cli._common import add_json_arguments, emit_json
 
 HELP = "score soft masks against a rater or an aggregate (AP, IoU, IoU', Brier)"
 

@@ -73,7 +73,7 @@ def summary(manifest: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spermseg.cli._json import emit_json
+    from spermseg.cli._common import emit_json
     from spermseg.engine.mask_cache import build_cache
 
     paths, ids = parse_models(args.models)

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         "macs_definition": "FLOPs / 2 of convolutions and matrix products, batch 1",
         "models": rows,
     }
-    from spermseg.cli._json import emit_json
+    from spermseg.cli._common import emit_json
 
     if emit_json(args, result):
         return 0

@@ -6,6 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from spermseg.cli._common import add_set_argument
+
 HELP = "run the paper's protocol end to end and write the report"
 
 
@@ -30,13 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", default="", help="comma-separated steps to re-run even when finished")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the preset's)")
     parser.add_argument("--config", default=None, help="YAML file with ReproduceConfig keys")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set blur_kernels=[1,5,9] (repeatable)",
-    )
+    add_set_argument(parser, "blur_kernels=[1,5,9]", what="a config key")
     parser.add_argument("--report-only", action="store_true", help="only re-render the report from finished steps")
     parser.add_argument(
         "--plan",

@@ -111,7 +111,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spermseg.cli._json import emit_json
+    from spermseg.cli._common import emit_json
 
     summary = summarize(args.dir, args.split)
     if not emit_json(args, summary):

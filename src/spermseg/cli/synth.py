@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from spermseg.cli._common import add_set_argument
+
 HELP = "generate a synthetic ICSI dataset with truth and three noisy raters"
 
 
@@ -38,13 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--images-per-video", type=int, default=None, metavar="N", help="dataset images drawn from each video (10)"
     )
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="YAML with SynthConfig values")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a parameter, e.g. --set optics.contrast=[0.1,0.2] (repeatable)",
-    )
+    add_set_argument(parser, "optics.contrast=[0.1,0.2]", what="a parameter")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous synthetic dataset in OUT")
     parser.add_argument(
         "--workers", type=int, default=1, metavar="N", help="processes (one video each); output does not depend on it"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from spermseg.cli._common import add_set_argument
+
 HELP = "train one base model or ensembling network (the paper's protocol by default)"
 
 
@@ -26,14 +28,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="starting configuration (default: paper; cpu-small for a small CPU; demo: tiny)",
     )
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file with config values")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)",
-    )
+    add_set_argument(parser, "optim.lr=3e-4", dest="overrides")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: runtime.device)")
     parser.add_argument("--force", action="store_true", help="retrain even if the run directory holds a result")
 
@@ -103,7 +98,7 @@ def build_config(
 
 
 def run(args: argparse.Namespace) -> int:
-    from spermseg.cli._json import emit_json
+    from spermseg.cli._common import emit_json
     from spermseg.engine.trainer import train
     from spermseg.errors import ConfigError
 

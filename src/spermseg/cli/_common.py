@@ -1,4 +1,4 @@
-"""The ``--json`` / ``--json-out FILE`` flags shared by every command that produces numbers."""
+"""Flags shared by several commands: ``--json`` / ``--json-out FILE`` and ``--set KEY=VALUE`` overrides."""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def emit_json(args: argparse.Namespace, result: Any) -> bool:
         print(json.dumps(nan_to_none(result), indent=2, sort_keys=True, default=str))
         return True
     return False
+
+
+def add_set_argument(
+    parser: argparse.ArgumentParser, example: str, *, what: str = "a config value", dest: str = "set"
+) -> None:
+    """Add the repeatable ``--set KEY=VALUE`` override (values parsed as YAML), e.g. ``example='optim.lr=3e-4'``."""
+    parser.add_argument("--set", dest=dest, action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override {what}, e.g. --set {example} (repeatable)")  # fmt: skip
