@@ -245,3 +245,35 @@ def test_random_draws_do_not_depend_on_enabled_ops() -> None:
     soft, _ = geo(masks, None, g2)  # masks passed as multi-channel "images": warped, not re-binarized
     assert torch.equal((soft > 0.5).float(), m_full)
     assert torch.equal(g1.get_state(), g2.get_state())  # both advanced the generator identically
+
+
+@pytest.mark.parametrize("normalization", ["none", "mean", "minmax"])
+@pytest.mark.parametrize("op", ["contrast", "brightness"])
+def test_photometric_augmentation_survives_normalization(normalization: str, op: str) -> None:
+    """Contrast and brightness must change what the network sees under every normalization.
+
+    Per-image normalization of the changed image would undo a linear change exactly (the old behaviour: at most
+    1e-6 difference under minmax); the Augmenter takes the statistics from before the change instead.
+    """
+    g = torch.Generator().manual_seed(3)
+    images = 0.3 + 0.4 * torch.rand(6, 1, 32, 32, generator=g)
+    on = Augmenter(AugmentConfig(p=1.0, ops=(op,)))
+    off = Augmenter(AugmentConfig(p=0.0, ops=(op,)))
+    seen = on(images, None, torch.Generator().manual_seed(0), normalization)[0]
+    plain = off(images, None, torch.Generator().manual_seed(0), normalization)[0]
+    assert torch.allclose(plain, normalize(images, normalization), atol=1e-6)  # nothing applied: plain normalization
+    per_image = (seen - plain).abs().amax(dim=(1, 2, 3))
+    # Factors are drawn in [0.8, 1.2] / [0.7, 1.3]: nearly every image changes (the old minmax path: <= 1e-6).
+    assert int((per_image > 1e-3).sum()) >= 5
+
+
+def test_normalized_augmentation_scales_minmax_by_the_contrast_factor() -> None:
+    """Under minmax, a contrast factor c multiplies the normalized image by c (hand-computed case)."""
+    images = torch.linspace(0.2, 0.6, 16 * 16).view(1, 1, 16, 16)
+    aug = Augmenter(AugmentConfig(p=1.0, ops=("contrast",), contrast=0.2))
+    gen = torch.Generator().manual_seed(0)
+    out = aug(images, None, gen, "minmax")[0]
+    ratio = (out / normalize(images, "minmax")).flatten()
+    ratio = ratio[torch.isfinite(ratio)]
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), atol=1e-4)
+    assert 0.8 <= float(ratio[0]) <= 1.2 and abs(float(ratio[0]) - 1.0) > 1e-3

@@ -67,3 +67,33 @@ def test_shard_indices_cover_and_agree(n: int, world: int) -> None:
     assert set().union(*map(set, shards)) == set(range(n))
     assert shard_indices(n, 5, DistInfo(0, world)) == shards[0]
     assert shard_indices(n, 6, DistInfo(0, world)) != shards[0] or n < 3
+
+
+def test_precision_resolution() -> None:
+    """fp32 is the scoring default everywhere; bf16 can be asked for (and turned off) on every device."""
+    from spermseg.engine.inference import resolve_precision
+    from spermseg.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == "fp32"  # inference on a CPU never switches precision by itself
+    assert resolve_precision(False, cpu) == "fp32" and resolve_precision(True, cpu) == "fp32"
+    with pytest.raises(ConfigError, match="valid"):
+        resolve_precision("fp16", cpu)
+
+
+def test_predict_probs_defaults_to_float32_and_bf16_is_close_but_not_equal() -> None:
+    torch.manual_seed(0)
+    model = create_model("unet", width=4).eval()
+    images = np.random.default_rng(0).random((2, 48, 64), dtype=np.float32)
+    default = predict_probs(model, images, "minmax")
+    fp32 = predict_probs(model, images, "minmax", precision="fp32")
+    bf16 = predict_probs(model, images, "minmax", precision="bf16")
+    assert np.array_equal(default, fp32)
+    with torch.no_grad():
+        from spermseg.data.transforms import normalize
+
+        direct = torch.sigmoid(model(normalize(torch.from_numpy(images)[:, None], "minmax")))[:, 0].numpy()
+    assert np.allclose(fp32, direct, atol=1e-6)
+    assert not np.array_equal(bf16, fp32) and np.abs(bf16 - fp32).max() < 0.05

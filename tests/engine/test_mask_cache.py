@@ -222,3 +222,16 @@ def test_cli_masks(setup: dict[str, Path], tmp_path: Path, capsys: pytest.Captur
     assert (
         main(["masks", "--models", str(tmp_path / "nothing"), "--data", str(setup["data"]), "--out", str(cache)]) == 2
     )
+
+
+def test_precision_is_recorded_and_a_change_rebuilds(setup: dict[str, Path], tmp_path: Path) -> None:
+    """Cached masks are float32 inference by default; asking for bf16 rebuilds them (never mixes precisions)."""
+    cache = tmp_path / "cache"
+    first = build_cache([setup["r0"]], setup["data"], ["test"], cache, device="cpu")
+    entry = next(iter(first["models"].values()))["entries"]["test"]
+    assert entry["precision"] == "fp32"
+    again = build_cache([setup["r0"]], setup["data"], ["test"], cache, device="cpu")
+    assert again["last_build"]["built"] == []
+    bf16 = build_cache([setup["r0"]], setup["data"], ["test"], cache, device="cpu", precision="bf16")
+    assert len(bf16["last_build"]["built"]) == 1
+    assert next(iter(bf16["models"].values()))["entries"]["test"]["precision"] == "bf16"

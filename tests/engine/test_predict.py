@@ -155,3 +155,19 @@ def test_onnx_export_parity_of_an_ensemble_bundle(runs: dict[str, Path], tmp_pat
             np.load(tmp_path / "torch" / f"{name}_prob.npy") - np.load(tmp_path / "onnx" / f"{name}_prob.npy")
         )
         assert diff.max() < 1e-4
+
+
+def test_predict_precision_flag(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--precision fp32 is the CPU default; bf16 can be chosen (and on CUDA turned off); bad values are user errors."""
+    inputs = tmp_path / "in"
+    _write_inputs(inputs)
+    probs = {}
+    for precision in ("auto", "fp32", "bf16"):
+        out = tmp_path / precision
+        argv = ["predict", str(inputs / "f0.png"), "--model", str(runs["unet"]), "--out", str(out)]
+        assert main([*argv, "--soft-format", "npy", "--precision", precision, "--no-overlay"]) == 0
+        probs[precision] = np.load(out / "f0_prob.npy")
+    assert np.array_equal(probs["auto"], probs["fp32"])  # CPU: auto is float32
+    assert not np.array_equal(probs["bf16"], probs["fp32"]) and np.abs(probs["bf16"] - probs["fp32"]).max() < 0.05
+    with pytest.raises(SystemExit):
+        main(["predict", str(inputs), "--model", str(runs["unet"]), "--out", str(tmp_path / "x"), "--precision", "x"])

@@ -194,7 +194,8 @@ def test_avg_and_trained_ensemble_to_table3(pipeline: dict[str, Path], tmp_path:
 
     manifest = load_manifest(pipeline["cache"])
     assert base_validation_split(manifest, ["att_unet_s0", "fpn_s0"]) == (0, 0.25)
-    assert base_validation_split(manifest, ["unet_s0", "unet_s1"]) is None
+    # one validation split for every seed (validation.split_seed defaults to 0): seeds differ only in init/batches
+    assert base_validation_split(manifest, ["unet_s0", "unet_s1"]) == (0, 0.25)
     shared = base_validation_split(manifest, e3.model_ids)
     assert prov["validation_from_base"] == (shared is not None)
     if shared is not None:
@@ -242,6 +243,41 @@ def test_avg_and_trained_ensemble_to_table3(pipeline: dict[str, Path], tmp_path:
     rec = next(r for r in evaluation["records"] if r["kind"] == "ens_att_v2")
     assert 0.0 <= rec["metrics"]["full"]["ap"] <= 1.0 and rec["metrics"]["head"] is not None
     assert "EnsembleAttV2" in md and "Avg" in md and "IoU_opt" in md and "✓" in md
+
+
+def test_ensemble_refuses_validation_images_an_input_model_trained_on(
+    pipeline: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base model trained on another validation split saw the ensemble's validation images: in-sample masks
+    there would make checkpoint selection and t_opt optimistic, so the ensemble refuses (or warns when allowed)."""
+    from spermseg.cli import main
+    from spermseg.engine.config import train_config
+    from spermseg.engine.mask_cache import build_cache, load_manifest
+    from spermseg.engine.trainer import train
+    from spermseg.experiments.ensemble_training import validation_overlap
+
+    data = pipeline["data"]
+    other = tmp_path / "unet_split7"
+    cfg = train_config(
+        "demo",
+        overrides=[*tiny_train_overrides(), "model.name=unet", f"data.root={data}", "validation.split_seed=7"],
+    )
+    train(cfg, other)
+    cache = tmp_path / "cache"
+    build_cache([pipeline["base"] / "runs" / "fpn_s0", other], data, ["train"], cache, device="cpu")
+    manifest = load_manifest(cache)
+    ens_cfg = train_config("demo", overrides=tiny_train_overrides(), ensemble=True)
+    overlap = validation_overlap(manifest, ["fpn_s0", "unet_split7"], ens_cfg)
+    assert set(overlap) == {"unet_split7"} and overlap["unet_split7"]
+    argv = ["ensemble", "train", "--cache", str(cache), "--kind", "ens_s", "--select", "fpn_s0,unet_split7"]
+    argv += ["--preset", "demo", "--out", str(tmp_path / "ens"), *[f"--set={o}" for o in tiny_train_overrides()]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "validation groups" in err and "unet_split7" in err and "Traceback" not in err
+    assert main([*argv, "--allow-validation-overlap"]) == 0
+    assert "WARNING" in capsys.readouterr().err
+    prov = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    assert prov["validation_overlap"]["unet_split7"]
 
 
 def test_group_kfold_and_fold_roots(pipeline: dict[str, Path], tmp_path: Path) -> None:

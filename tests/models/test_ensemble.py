@@ -235,3 +235,11 @@ def test_uctransnet_position_embeddings_follow_the_input_size() -> None:
     with torch.no_grad():
         for size in [(64, 64), (32, 96), (37, 21)]:  # the reference grid, another non-square one, an odd one
             assert model(torch.rand(1, 1, *size)).shape == (1, 1, *size)
+
+
+@pytest.mark.parametrize("kind", [k for k in list_ensembles() if k != "avg"])
+def test_ensembles_have_an_output_bias_to_set(kind: str) -> None:
+    from spermseg.models.blocks import output_convs, set_output_bias
+
+    model = create_ensemble(kind, 3, width=8)
+    assert set_output_bias(model, 0.1) == len(output_convs(model)) >= 1

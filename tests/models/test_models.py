@@ -303,3 +303,21 @@ def test_aux_outputs_are_aligned_with_the_logits_on_padded_inputs() -> None:
     # At most one row and one column off (90 + 1); resizing the padded 80x96 map to 70x90 would be 5 rows off.
     assert coarse.shape == z.shape and (coarse - z).abs().max() <= 91
     assert isinstance(Echo().eval()(z), tuple)  # Echo ignores the mode; real models return logits in eval
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bias_prior_makes_the_untrained_model_predict_the_prior(name: str) -> None:
+    """set_output_bias finds every family's logit layer: with the other weights' contribution removed, the output
+    probability is the prior (5 % foreground), so training starts at the prior's entropy, not at p = 0.5."""
+    from spermseg.models.blocks import output_convs, set_output_bias
+
+    model = tiny(name).eval()
+    assert set_output_bias(model, 0.05) >= 1
+    for conv in output_convs(model):
+        assert torch.allclose(conv.bias, torch.full_like(conv.bias, math.log(0.05 / 0.95)))
+        conv.weight.data.zero_()
+    with torch.no_grad():
+        prob = torch.sigmoid(split_outputs(model(torch.rand(1, 1, 64, 64)))[0])
+    assert torch.allclose(prob, torch.full_like(prob, 0.05), atol=1e-5)
+    with pytest.raises(ValueError, match="prior"):
+        set_output_bias(model, 1.0)

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
     tr.add_argument("--data", metavar="ROOT", help="dataset root (default: the one recorded in the cache)")
     tr.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
-    tr.add_argument("--preset", default="paper", help="training preset: paper, cpu-small or demo (default: paper)")
+    tr.add_argument("--preset", default="paper", help="training preset: paper, cpu or demo (default: paper)")
     tr.add_argument("--config", metavar="FILE", help="YAML file with training config overrides")
     add_set_argument(tr, "optim.lr=3e-4")
     tr.add_argument(
@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
     tr.add_argument("--force", action="store_true", help="retrain even when the run is finished")
+    tr.add_argument(
+        "--allow-validation-overlap",
+        action="store_true",
+        help="with in-sample stacking, train even when validation images were an input model's training images "
+        "(warns; default: refuse, since selection and threshold would be optimistic)",
+    )
 
     oof = sub.add_parser("oof", help="build the out-of-fold mask cache of a selection (k-fold cross-fitting)")
     oof.add_argument("--cache", required=True, metavar="CACHE", help="in-sample mask cache (spermseg masks)")
@@ -160,6 +166,7 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         force=args.force,
         log=_say,
+        allow_validation_overlap=args.allow_validation_overlap,
     )
     sel = prov["selection"]
     print(f"trained {args.kind}|{sel['name']} on {', '.join(sel['model_ids'])} ({prov['stacking']}) -> {args.out}")

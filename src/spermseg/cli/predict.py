@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="inference precision: auto (bf16 on CUDA, float32 on the CPU; default), fp32 or bf16",
+    )
     parser.add_argument("--tile", type=int, default=0, help="tile size in pixels for large images (0: whole image)")
     parser.add_argument("--tile-overlap", type=int, default=64, help="overlap between tiles in pixels")
     parser.add_argument("--pixel-size", type=float, default=None, help="micrometres per pixel, for sperm.csv")
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         backend=args.backend,
         tta=args.tta,
+        precision=args.precision,
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         pixel_size=args.pixel_size,

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         default="paper",
-        choices=("paper", "cpu-small", "demo"),
-        help="experiment size (default: paper; see docs/reproduce.md)",
+        choices=("paper", "cpu", "cpu-small", "demo"),
+        help="experiment size (default: paper; cpu-small is an old name of cpu; see docs/reproduce.md)",
     )
     parser.add_argument("--models", default=None, help="comma-separated base models (default: the preset's)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds of the base models, or a range 0-4")
@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--force", default="", help="comma-separated steps to re-run even when finished")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the preset's)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="inference precision of every scored prediction (default: fp32, as the paper)",
+    )
     parser.add_argument("--config", default=None, help="YAML file with ReproduceConfig keys")
     add_set_argument(parser, "blur_kernels=[1,5,9]", what="a config key")
     parser.add_argument("--report-only", action="store_true", help="only re-render the report from finished steps")
@@ -72,6 +78,8 @@ def build_config(args: argparse.Namespace) -> object:
         overrides.append(f"seeds={parse_seeds(args.seeds)}")
     if args.device:
         overrides.append(f"device={args.device}")
+    if args.precision:
+        overrides.append(f"precision={args.precision}")
     return reproduce_config(args.preset, yaml_path=args.config, overrides=overrides)
 
 
@@ -95,7 +103,7 @@ def print_summary(records: dict, md: Path, html: Path) -> None:
 def command_line(args: argparse.Namespace) -> str:
     """The command as typed, rebuilt from the parsed flags (``sys.argv`` is the host's when run in-process)."""
     parts = ["spermseg", "reproduce", "--data", str(args.data), "--out", str(args.out), "--preset", args.preset]
-    for flag in ("models", "seeds", "steps", "force", "device", "config"):
+    for flag in ("models", "seeds", "steps", "force", "device", "precision", "config"):
         value = getattr(args, flag)
         if value:
             parts += [f"--{flag}", str(value)]

@@ -1,7 +1,7 @@
 """``spermseg train``: train one base model (or, with ``--ensemble``, one ensembling network).
 
 Examples:
-    spermseg train --data ROOT --model unet --out runs/unet/seed0 --preset cpu-small
+    spermseg train --data ROOT --model unet --out runs/unet/seed0 --preset cpu
     spermseg train --data ROOT --model unet --out RUN --set optim.lr=3e-4 --set schedule.epochs=50
     torchrun --nproc-per-node 4 -m spermseg train --data ROOT --model att_unet --out RUN
     spermseg train --data ROOT --ensemble ens_att_v2 --masks CACHE --mask-models unet,att_unet --out RUN
@@ -18,14 +18,15 @@ HELP = "train one base model or ensembling network (the paper's protocol by defa
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by ``train`` and ``train-many``: data, preset, config file, overrides, runtime."""
-    from spermseg.engine.config import PRESETS
+    from spermseg.engine.config import PRESET_NAMES
 
     parser.add_argument("--data", required=True, help="dataset root (SegSperm or folder layout)")
     parser.add_argument(
         "--preset",
         default="paper",
-        choices=sorted(PRESETS),
-        help="starting configuration (default: paper; cpu-small for a small CPU; demo: tiny)",
+        choices=PRESET_NAMES,
+        help="starting configuration (default: paper; cpu: a 2-core CPU in < 30 min per model, cpu-small is its "
+        "old name; demo: tiny)",
     )
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file with config values")
     add_set_argument(parser, "optim.lr=3e-4", dest="overrides")

@@ -5,7 +5,7 @@ Unfinished runs (killed before ``result.json``) are resumed; finished ones are s
 uses GPU ``i mod count``). Summarize the grid afterwards with ``spermseg summarize OUT``.
 
 Example:
-    spermseg train-many --data ROOT --models unet,att_unet,unet3p --seeds 0-4 --out runs --preset cpu-small
+    spermseg train-many --data ROOT --models unet,att_unet,unet3p --seeds 0-4 --out runs --preset cpu
 """
 
 from __future__ import annotations

@@ -25,9 +25,16 @@ Augmentation (:class:`Augmenter`), each operation applied to each image independ
    the image's own brightness);
 then the image is clipped to [0, 1]. Photometric operations (5-7) never touch the masks.
 
+With ``normalization`` given, the Augmenter also normalizes, and it takes the normalization's statistics (mean,
+``max|x - mean|``) from the image *before* contrast and brightness: per-image normalization of the changed image
+would undo both exactly (a linear change about the mean is removed by mean subtraction and range extension), so
+the network would never see them. Measured against the unchanged image's statistics, a contrast change c scales
+the normalized image by c and a brightness change b adds ``(b - 1) mean / scale``; every normalization thus gets
+the same, visible augmentation (paper Fig. 9 compares normalizations under one augmentation).
+
 All random numbers come from the ``torch.Generator`` passed to the call (drawn on the generator's device,
 normally the CPU), and the same number of values is drawn whatever is applied, so a seed reproduces the same
-augmentation on CPU and GPU. Apply augmentation on [0, 1] images first, then :func:`normalize`.
+augmentation on CPU and GPU. Augment [0, 1] images and normalize in the same call (``normalization=``).
 """
 
 from __future__ import annotations
@@ -82,16 +89,45 @@ def normalize(x: Any, mode: str, valid: Any = None) -> Any:
         raise ConfigError(f"normalize expects a torch tensor (B, C, H, W), got shape {tuple(getattr(x, 'shape', ()))}")
     if mode == "none":
         return x
+    return apply_normalization(x, *normalization_stats(x, mode, valid))
+
+
+def normalization_stats(x: torch.Tensor, mode: str, valid: Any = None) -> tuple[Any, Any]:
+    """Per-image ``(offset, scale)`` of a normalization, so that ``y = (x - offset) / scale``.
+
+    Args:
+        x: (B, C, H, W) float images.
+        mode: one of :data:`NORMALIZATIONS`.
+        valid: optional (B, 1, H, W) 0/1 map of the pixels that count (see :func:`normalize`).
+
+    Returns:
+        ``(offset, scale)``, each (B, 1, 1, 1) tensors or ``None`` (no offset / unit scale). A scale of 0 marks a
+        constant image (normalized to 0).
+    """
+    if mode not in NORMALIZATIONS:
+        raise ConfigError(f"unknown normalization '{mode}'; valid: {', '.join(NORMALIZATIONS)}")
+    if mode == "none":
+        return None, None
     dims = (1, 2, 3)
     if valid is None:
-        z = x - x.mean(dim=dims, keepdim=True)
+        offset = x.mean(dim=dims, keepdim=True)
     else:
         count = (valid * x.new_ones(x.shape)).sum(dim=dims, keepdim=True).clamp_min(1.0)
-        z = x - (x * valid).sum(dim=dims, keepdim=True) / count
+        offset = (x * valid).sum(dim=dims, keepdim=True) / count
     if mode == "mean":
-        return z
-    scale = (z.abs() if valid is None else z.abs() * valid).amax(dim=dims, keepdim=True)
-    return (z / scale.clamp_min(_EPS)) * (scale > _EPS)
+        return offset, None
+    z = (x - offset).abs()
+    scale = (z if valid is None else z * valid).amax(dim=dims, keepdim=True)
+    return offset, scale
+
+
+def apply_normalization(x: torch.Tensor, offset: Any, scale: Any) -> torch.Tensor:
+    """``(x - offset) / scale`` with the statistics of :func:`normalization_stats` (possibly of another image)."""
+    if offset is not None:
+        x = x - offset
+    if scale is not None:
+        x = (x / scale.clamp_min(_EPS)) * (scale > _EPS)
+    return x
 
 
 @dataclass
@@ -178,15 +214,21 @@ class Augmenter:
         self.cfg.validate()
 
     def __call__(
-        self, images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None,
+        generator: torch.Generator,
+        normalization: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Augment a batch.
+        """Augment a batch (and normalize it, when ``normalization`` is given).
 
         Args:
             images: (B, C, H, W) float images in [0, 1] (C = 1 for gray), any device.
             masks: (B, K, H, W) float masks in {0, 1} (K = number of rater/part masks), or ``None``. They
                 get exactly the geometric transform of their image and are re-binarized at 0.5.
             generator: source of randomness (any device; values are moved to the images' device).
+            normalization: None returns augmented [0, 1] images; a mode of :data:`NORMALIZATIONS` returns them
+                normalized with the statistics of the image before contrast and brightness (module docstring).
 
         Returns:
             ``(images, masks)`` with the same shapes, dtypes and device; masks contain only 0 and 1.
@@ -210,7 +252,7 @@ class Augmenter:
         lo_k, hi_k = cfg.blur_kernel
         ksize = torch.randint(lo_k, hi_k + 1, (b,), generator=generator, device=gdev)
         if not cfg.enabled or b == 0:
-            return images, masks
+            return (images if normalization is None else normalize(images, normalization)), masks
         on = {op: apply[i].cpu() & (op in cfg.ops) for i, op in enumerate(AUGMENT_OPS)}
         u = u.cpu()
         angle = (2 * u[0] - 1) * math.radians(cfg.rotation_degrees)
@@ -258,6 +300,7 @@ class Augmenter:
             img[idx] = _blur(img[idx], ksize.cpu()[blur], radius=hi_k // 2)
         # 6-7. contrast about the image mean, then relative brightness, then clip (only these can leave [0, 1]:
         # warps interpolate and the blur kernel is normalized and non-negative)
+        stats = None if normalization is None else normalization_stats(img, normalization)
         sel = (on["contrast"] | on["brightness"]).nonzero().flatten()
         if sel.numel():
             c = torch.where(on["contrast"], contrast, torch.ones_like(contrast))[sel]
@@ -268,6 +311,8 @@ class Augmenter:
             sub = img[idx]
             mean = sub.mean(dim=(1, 2, 3), keepdim=True)
             img[idx] = ((sub - mean) * c + mean).mul_(br).clamp_(0.0, 1.0)
+        if stats is not None:
+            img = apply_normalization(img, *stats)
         return img, out_masks
 
 

@@ -7,13 +7,15 @@ The defaults are the paper's protocol (Section 6); presets:
 * ``paper``: the paper exactly: Adam, lr 1e-3, MultiStepLR milestones (30, 80) gamma 0.3, batch 5, 300 epochs, BCE,
   minmax normalization, the paper's augmentation, full 512x512 images, the model family's original width. With
   ``--ensemble`` the schedule becomes milestones (5, 15), batch 6 (the paper's ensembling settings).
-* ``cpu-small``: for a 2-core CPU: width 8, random 128x128 crops, batch 8, 30 epochs with milestones scaled
-  to the shorter run (10, 20), 10% validation every 3 epochs.
+* ``cpu`` (``cpu-small`` is an alias): a 2-core CPU in under 30 minutes for ``unet`` on 192 images: width 16,
+  random 256x256 crops (half of them centred on a sperm pixel), batch 8, logit bias at the foreground prior,
+  Dice + BCE, Adam lr 2e-3 with 2 warm-up epochs and cosine decay over 100 epochs, validation every 10 epochs;
+  bf16 on CPUs with AMX (``runtime.amp=auto``).
 * ``demo``: tiny, for a demonstration of the whole pipeline in a few minutes on 2 cores: width 4, 64x64 crops,
   4 epochs of at most 8 steps.
 
 Example:
-    >>> cfg = train_config("cpu-small", overrides=["optim.lr=3e-4", "schedule.epochs=20"])
+    >>> cfg = train_config("cpu", overrides=["optim.lr=3e-4", "schedule.epochs=20"])
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class DataConfig:
         part: ``full``, ``head`` or ``tail``.
         normalization: per-image normalization ``none``/``mean``/``minmax`` (paper: minmax), stored in the checkpoint.
         crop: random square crop size for training (0 = whole images); validation always uses whole images.
+        crop_foreground: probability that a training crop is centred on a random foreground pixel of its target
+            instead of a uniformly random position (0 = uniform, the paper's whole images have no crops).
         max_images: use only the first N training images (0 = all), for quick experiments.
         binarize_threshold: threshold for non-binary mask files (None = masks must be binary).
     """
@@ -51,6 +55,7 @@ class DataConfig:
     part: Literal["full", "head", "tail"] = "full"
     normalization: Literal["none", "mean", "minmax"] = "minmax"
     crop: int = 0
+    crop_foreground: float = 0.0
     max_images: int = 0
     binarize_threshold: float | None = None
 
@@ -68,6 +73,8 @@ class ModelConfig:
         masks: soft-mask cache directory (``spermseg masks``) with the ensemble's inputs; set by ``--masks``.
         mask_models: model ids in the cache to use, in channel order (empty = all models cached for the split).
         mask_test_split: cache split holding the test-time soft masks for ``data.test_split`` ("" = same name).
+        bias_prior: start the logit layers' bias at the training set's foreground prior, ``log(p / (1 - p))``,
+            instead of 0 (p = 0.5); see :func:`spermseg.models.blocks.set_output_bias`.
     """
 
     name: str = "unet"
@@ -77,6 +84,7 @@ class ModelConfig:
     masks: str = ""
     mask_models: list[str] = field(default_factory=list)
     mask_test_split: str = ""
+    bias_prior: bool = False
 
 
 @dataclass
@@ -100,6 +108,11 @@ class ScheduleConfig:
         milestones: epochs after which the learning rate is multiplied by ``gamma``.
         gamma: learning-rate decay factor.
         steps_per_epoch: cap on optimizer steps per epoch (0 = one pass over the training images).
+        name: ``multistep`` (the paper's), ``cosine`` (warm-up + cosine decay) or ``plateau`` (decay by ``gamma``
+            when the training loss stops falling); see :mod:`spermseg.engine.schedules`.
+        warmup_epochs: linear warm-up epochs of ``cosine``.
+        min_lr_ratio: final learning rate of ``cosine`` relative to ``optim.lr``.
+        patience: epochs without a 1 % better training loss before ``plateau`` decays.
     """
 
     epochs: int = 300
@@ -107,6 +120,10 @@ class ScheduleConfig:
     milestones: tuple[int, ...] = (30, 80)
     gamma: float = 0.3
     steps_per_epoch: int = 0
+    name: Literal["multistep", "cosine", "plateau"] = "multistep"
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 0.01
+    patience: int = 3
 
 
 @dataclass
@@ -114,17 +131,22 @@ class LossConfig:
     """Loss (paper: BCE). The paper also tried Dice + BCE, focal loss and positive weights 2, 3, 5.
 
     Attributes:
-        name: ``bce``, ``dice_bce`` or ``focal``.
+        name: ``bce``, ``dice_bce``, ``focal``, ``cldice`` (Dice + BCE + ``thin_weight`` x clDice, Shit et al.
+            2021) or ``skeleton_recall`` (Dice + BCE + ``thin_weight`` x Skeleton Recall, Kirchhoff et al. 2024).
         pos_weight: weight of positive pixels (1 = none).
-        dice_weight: weight of the Dice term in ``dice_bce``.
+        dice_weight: weight of the Dice term in ``dice_bce``, ``cldice`` and ``skeleton_recall``.
+        thin_weight: weight of the thin-structure term of ``cldice`` / ``skeleton_recall``.
+        cldice_iterations: soft-skeleton erosion steps of clDice (about the largest half-width, in pixels).
         focal_gamma: focusing parameter of the focal loss.
         focal_alpha: class balance of the focal loss in (0, 1); null = off.
         alphas: deep-supervision weights, main output first (empty = 1 for every output; paper Eq. 3).
     """
 
-    name: Literal["bce", "dice_bce", "focal"] = "bce"
+    name: Literal["bce", "dice_bce", "focal", "cldice", "skeleton_recall"] = "bce"
     pos_weight: float = 1.0
     dice_weight: float = 1.0
+    thin_weight: float = 1.0
+    cldice_iterations: int = 5
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
     alphas: tuple[float, ...] = ()
@@ -136,7 +158,8 @@ class ValidationConfig:
 
     Attributes:
         fraction: fraction of the training images held out, whole groups (videos) at a time.
-        split_seed: seed of the group split (None = the run's seed).
+        split_seed: seed of the group split, the same for every run seed by default (so that the seeds of a grid
+            differ only in initialisation and batches, and are compared on the same images); None = the run's seed.
         every: validate every N epochs (and always after the last one).
         tta: flip test-time augmentation during validation.
         batch_size: images per inference batch.
@@ -144,7 +167,7 @@ class ValidationConfig:
     """
 
     fraction: float = 0.1
-    split_seed: int | None = None
+    split_seed: int | None = 0
     every: int = 1
     tta: bool = False
     batch_size: int = 4
@@ -157,8 +180,9 @@ class RuntimeConfig:
 
     Attributes:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: ``auto`` (bf16 autocast on CUDA), ``bf16`` (on CUDA) or ``off``.
-        channels_last: ``auto`` (on CUDA), ``on`` or ``off``.
+        amp: ``auto`` (bf16 autocast on CUDA and on CPUs with AMX, where it is 2-4x faster), ``bf16`` (on CUDA
+            or any CPU) or ``off``. The loss, validation and test scores are always float32.
+        channels_last: ``auto`` (on CUDA, and on the CPU when bf16 runs there), ``on`` or ``off``.
         deterministic: deterministic algorithms (same seed and device give the same weights).
         threads: torch CPU threads (0 = leave the default).
         progress: show a progress bar (only on a terminal).
@@ -205,12 +229,15 @@ def _paper() -> TrainConfig:
     return TrainConfig(data=DataConfig(test_split="test"))
 
 
-def _cpu_small() -> TrainConfig:
+def _cpu() -> TrainConfig:
+    # Measured on spermparsing (docs/training.md, "The cpu preset"): every value here is a lever of the ablation.
     return TrainConfig(
-        data=DataConfig(crop=128),
-        model=ModelConfig(width=8),
-        schedule=ScheduleConfig(epochs=30, batch_size=8, milestones=(10, 20), gamma=0.3),
-        validation=ValidationConfig(fraction=0.1, every=3),
+        data=DataConfig(crop=256, crop_foreground=0.5),
+        model=ModelConfig(width=16, bias_prior=True),
+        optim=OptimConfig(lr=2e-3),
+        schedule=ScheduleConfig(epochs=100, batch_size=8, name="cosine", warmup_epochs=2, milestones=()),
+        loss=LossConfig(name="dice_bce"),
+        validation=ValidationConfig(fraction=0.1, every=10),
     )
 
 
@@ -223,18 +250,23 @@ def _demo() -> TrainConfig:
     )
 
 
-PRESETS = {"paper": _paper, "cpu-small": _cpu_small, "demo": _demo}
+PRESETS = {"paper": _paper, "cpu": _cpu, "demo": _demo}
+#: Old preset names that still work (for one release): ``cpu-small`` is ``cpu``.
+PRESET_ALIASES = {"cpu-small": "cpu"}
+#: Every name ``--preset`` accepts.
+PRESET_NAMES = (*PRESETS, *PRESET_ALIASES)
 
 
 def preset(name: str, *, ensemble: bool = False) -> TrainConfig:
     """The named preset; with ``ensemble=True`` the paper's ensembling schedule (milestones 5/15, batch 6).
 
-    For ``cpu-small`` and ``demo`` the ensemble variant keeps their epochs and batch size and scales the 5/15
-    milestones to the epoch count.
+    For ``cpu`` and ``demo`` the ensemble variant keeps their epochs and batch size and scales the 5/15
+    milestones to the epoch count (a cosine schedule needs no milestones).
 
     Raises:
         ConfigError: unknown preset (the message lists the valid ones).
     """
+    name = PRESET_ALIASES.get(name, name)
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; valid presets: {', '.join(PRESETS)}")
     cfg = PRESETS[name]()
@@ -260,7 +292,7 @@ def train_config(
     """Resolve a training config: preset <- YAML file <- ``key=value`` overrides, then validate it.
 
     Args:
-        preset_name: ``paper``, ``cpu-small`` or ``demo``.
+        preset_name: ``paper``, ``cpu`` (alias ``cpu-small``) or ``demo``.
         yaml_path: optional YAML file with a partial config.
         overrides: ``key=value`` strings (``--set``).
         ensemble: start from the ensembling variant of the preset.
@@ -295,9 +327,18 @@ def validate(cfg: TrainConfig) -> None:
             "positive epoch numbers",
         ),
         (cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "> 0"),
+        (
+            0 <= cfg.schedule.warmup_epochs < cfg.schedule.epochs,
+            "schedule.warmup_epochs",
+            cfg.schedule.warmup_epochs,
+            "in [0, schedule.epochs)",
+        ),
+        (0 <= cfg.schedule.min_lr_ratio <= 1, "schedule.min_lr_ratio", cfg.schedule.min_lr_ratio, "in [0, 1]"),
+        (cfg.schedule.patience >= 0, "schedule.patience", cfg.schedule.patience, ">= 0"),
         (0.0 <= cfg.validation.fraction < 1.0, "validation.fraction", cfg.validation.fraction, "in [0, 1)"),
         (cfg.validation.every >= 1, "validation.every", cfg.validation.every, "an integer >= 1"),
         (cfg.data.crop >= 0, "data.crop", cfg.data.crop, ">= 0 (0 = whole images)"),
+        (0 <= cfg.data.crop_foreground <= 1, "data.crop_foreground", cfg.data.crop_foreground, "in [0, 1]"),
         (cfg.data.max_images >= 0, "data.max_images", cfg.data.max_images, ">= 0 (0 = all)"),
         (cfg.model.width is None or cfg.model.width >= 1, "model.width", cfg.model.width, "null or >= 1"),
         (cfg.runtime.keep_states >= 1, "runtime.keep_states", cfg.runtime.keep_states, ">= 1"),

@@ -1,4 +1,5 @@
-"""Training losses: BCE (the paper's), Dice + BCE, focal, positive-class weights, and deep supervision.
+"""Training losses: BCE (the paper's), Dice + BCE, focal, positive-class weights, the thin-structure losses clDice and
+Skeleton Recall, and deep supervision.
 
 All losses take logits and a {0,1} float target of the same shape (B, K, H, W) and return a scalar mean. They are
 computed in float32 even under bf16 autocast (the caller casts the logits), because the log-sigmoid of a bf16
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from spermseg.engine.config import LossConfig
 
-LOSSES = ("bce", "dice_bce", "focal")
+LOSSES = ("bce", "dice_bce", "focal", "cldice", "skeleton_recall")
 
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
@@ -90,6 +91,117 @@ def focal_loss(
     return loss.mean()
 
 
+def soft_skeleton(prob: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Differentiable soft skeleton of a probability map (Shit et al., clDice, CVPR 2021, Algorithm 1).
+
+    Iterated soft erosion (min-pooling as ``-maxpool(-x)``, a 3x3 cross) and soft opening; what each erosion step
+    removes that its opening does not restore is added to the skeleton. ``iterations`` should reach the largest
+    half-width of the structures (sperm tails: 2-3 px; heads are thicker but their skeleton only needs a few).
+
+    Args:
+        prob: (B, K, H, W) values in [0, 1].
+        iterations: number of erosion steps (>= 1).
+
+    Returns:
+        (B, K, H, W) soft skeleton in [0, 1].
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def erode(x: torch.Tensor) -> torch.Tensor:
+        p1 = -F.max_pool2d(-x, (3, 1), stride=1, padding=(1, 0))
+        p2 = -F.max_pool2d(-x, (1, 3), stride=1, padding=(0, 1))
+        return torch.minimum(p1, p2)
+
+    def dilate(x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, 3, stride=1, padding=1)
+
+    skel = F.relu(prob - dilate(erode(prob)))
+    x = prob
+    for _ in range(iterations):
+        x = erode(x)
+        delta = F.relu(x - dilate(erode(x)))
+        skel = skel + F.relu(delta - skel * delta)
+    return skel
+
+
+def cldice_loss(logits: torch.Tensor, target: torch.Tensor, iterations: int = 5, eps: float = 1.0) -> torch.Tensor:
+    """1 - clDice, the centreline Dice of Shit et al. (CVPR 2021), per image and channel, averaged.
+
+    ``Tprec`` = share of the predicted soft skeleton inside the target, ``Tsens`` = share of the target's skeleton
+    covered by the prediction; clDice is their harmonic mean. A tail predicted along its whole length but a pixel
+    too thin scores well; a tail cut in two loses the skeleton between the pieces. ``eps`` smooths empty masks
+    (both empty: loss 0).
+
+    Args:
+        logits: (B, K, H, W) raw scores.
+        target: (B, K, H, W) float in {0, 1}.
+        iterations: soft-skeleton erosion steps (:func:`soft_skeleton`).
+        eps: additive smoothing (pixels).
+
+    Returns:
+        Scalar mean loss.
+    """
+    import torch
+
+    prob = torch.sigmoid(logits)
+    dims = (-2, -1)
+    skel_pred = soft_skeleton(prob, iterations)
+    skel_true = soft_skeleton(target, iterations)
+    tprec = ((skel_pred * target).sum(dims) + eps) / (skel_pred.sum(dims) + eps)
+    tsens = ((skel_true * prob).sum(dims) + eps) / (skel_true.sum(dims) + eps)
+    return (1.0 - 2.0 * tprec * tsens / (tprec + tsens)).mean()
+
+
+def tubed_skeleton(target: torch.Tensor) -> torch.Tensor:
+    """The target's skeleton dilated by one pixel (Kirchhoff et al., Skeleton Recall, ECCV 2024), not differentiable.
+
+    Computed with scikit-image's ``skeletonize`` on the CPU per image and channel (the target is already augmented,
+    so the skeleton follows every rotation and zoom), then dilated with a 3x3 square ("tubed").
+
+    Args:
+        target: (B, K, H, W) float in {0, 1}, any device.
+
+    Returns:
+        (B, K, H, W) float {0, 1} on the target's device.
+    """
+    import numpy as np
+    import torch
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    arr = target.detach().to("cpu", torch.float32).numpy() > 0.5
+    out = np.zeros(arr.shape, dtype=np.float32)
+    square = np.ones((3, 3), dtype=bool)
+    for idx in np.ndindex(arr.shape[:2]):
+        if arr[idx].any():
+            out[idx] = ndimage.binary_dilation(skeletonize(arr[idx]), structure=square) & arr[idx]
+    return torch.from_numpy(out).to(target.device)
+
+
+def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft recall of the target's tubed skeleton (Kirchhoff et al., ECCV 2024), per image and channel.
+
+    Only the skeleton counts, so missing a thin tail costs as much per unit length as missing a thick head, while
+    pixels off the skeleton are left to the generic loss it is added to. An image without foreground gives 0.
+
+    Args:
+        logits: (B, K, H, W) raw scores.
+        target: (B, K, H, W) float in {0, 1}.
+        eps: additive smoothing (pixels).
+
+    Returns:
+        Scalar mean loss.
+    """
+    import torch
+
+    prob = torch.sigmoid(logits)
+    skel = tubed_skeleton(target)
+    dims = (-2, -1)
+    recall = ((prob * skel).sum(dims) + eps) / (skel.sum(dims) + eps)
+    return (1.0 - recall).mean()
+
+
 def build_loss(cfg: LossConfig) -> LossFn:
     """Return ``loss(logits, target) -> scalar`` for a :class:`~spermseg.engine.config.LossConfig`.
 
@@ -106,10 +218,20 @@ def build_loss(cfg: LossConfig) -> LossFn:
 
     if cfg.name == "bce":
         return lambda logits, target: bce_loss(logits, target, cfg.pos_weight)
+    if cfg.cldice_iterations < 1:
+        raise ConfigError(f"loss.cldice_iterations must be >= 1, got {cfg.cldice_iterations}")
+
+    def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return bce_loss(logits, target, cfg.pos_weight) + cfg.dice_weight * soft_dice_loss(logits, target)
+
     if cfg.name == "dice_bce":
+        return dice_bce
+    if cfg.name == "cldice":
         return lambda logits, target: (
-            bce_loss(logits, target, cfg.pos_weight) + cfg.dice_weight * soft_dice_loss(logits, target)
+            dice_bce(logits, target) + cfg.thin_weight * cldice_loss(logits, target, cfg.cldice_iterations)
         )
+    if cfg.name == "skeleton_recall":
+        return lambda logits, target: dice_bce(logits, target) + cfg.thin_weight * skeleton_recall_loss(logits, target)
     return lambda logits, target: focal_loss(logits, target, cfg.focal_gamma, alpha, cfg.pos_weight)
 
 

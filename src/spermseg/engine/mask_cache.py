@@ -280,7 +280,9 @@ def score_masks(probs: np.ndarray, refs: Sequence[np.ndarray], *, mode: str = "f
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _entry_is_fresh(cache_dir: Path, manifest: dict[str, Any], model_id: str, split: str, sha: str, tta: bool) -> bool:
+def _entry_is_fresh(
+    cache_dir: Path, manifest: dict[str, Any], model_id: str, split: str, sha: str, tta: bool, precision: str = "fp32"
+) -> bool:
     entry = manifest["models"].get(model_id, {}).get("entries", {}).get(split)
     if not entry:
         return False
@@ -288,12 +290,20 @@ def _entry_is_fresh(cache_dir: Path, manifest: dict[str, Any], model_id: str, sp
         entry.get("checkpoint_sha256") == sha
         and entry.get("data_fingerprint") == manifest["splits"][split]["fingerprint"]
         and bool(entry.get("tta")) == bool(tta)
+        and entry.get("precision", "fp32") == precision
         and (cache_dir / entry["file"]).is_file()
     )
 
 
 def predict_split(
-    model: Any, images: Sequence[np.ndarray], normalization: str, *, device: str, batch_size: int, tta: bool
+    model: Any,
+    images: Sequence[np.ndarray],
+    normalization: str,
+    *,
+    device: str,
+    batch_size: int,
+    tta: bool,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Soft masks (N, H, W) float32 of a base model on raw [0, 1] images, in chunks to bound memory."""
     from spermseg.engine.inference import predict_probs
@@ -304,7 +314,9 @@ def predict_split(
     out: np.ndarray | None = None
     for start in range(0, n, _CHUNK):
         chunk = [np.asarray(images[i], dtype=np.float32) for i in range(start, min(n, start + _CHUNK))]
-        probs = predict_probs(model, chunk, normalization, device=device, batch_size=batch_size, tta=tta)
+        probs = predict_probs(
+            model, chunk, normalization, device=device, batch_size=batch_size, tta=tta, precision=precision
+        )
         if out is None:
             out = np.empty((n, *probs.shape[1:]), dtype=np.float32)
         out[start : start + len(chunk)] = probs
@@ -322,6 +334,7 @@ def build_cache(
     device: str = "auto",
     batch_size: int = 4,
     tta: bool = False,
+    precision: str = "fp32",
     force: bool = False,
     score: bool = True,
     rater: str | None = None,
@@ -338,6 +351,7 @@ def build_cache(
         device: ``auto|cpu|cuda[:N]``.
         batch_size: images per forward pass.
         tta: test-time augmentation in :func:`spermseg.engine.inference.predict_probs`.
+        precision: ``fp32`` (default: the cached masks feed Table 3, scored in float32 as in the paper) or ``bf16``.
         force: rebuild every entry even when fresh.
         score: compute AP / IoU_0.5 / IoU_opt of each entry against the reference (needed for E2-E4 ranking).
         rater: reference rater for the scores (default: the split's first rater).
@@ -377,7 +391,7 @@ def build_cache(
         register_split(manifest, split, arrays)
         ref = reference_masks(arrays, rater) if score else None
         for model_id, run, ckpt, sha in zip(ids, run_dirs, checkpoints, hashes):
-            if not force and _entry_is_fresh(cache_dir, manifest, model_id, split, sha, tta):
+            if not force and _entry_is_fresh(cache_dir, manifest, model_id, split, sha, tta, precision):
                 skipped.append(f"{model_id}/{split}")
                 continue
             model_info = _load_model_info(run, ckpt, sha)
@@ -388,7 +402,13 @@ def build_cache(
             t0 = time.perf_counter()
             model = _load_model(ckpt)
             probs = predict_split(
-                model, arrays.images, model_info["normalization"], device=dev, batch_size=batch_size, tta=tta
+                model,
+                arrays.images,
+                model_info["normalization"],
+                device=dev,
+                batch_size=batch_size,
+                tta=tta,
+                precision=precision,
             )
             stored = np.clip(probs, 0.0, 1.0).astype(MASK_DTYPE)
             provenance: dict[str, Any] = {
@@ -396,6 +416,7 @@ def build_cache(
                 "checkpoint_sha256": sha,
                 "normalization": model_info["normalization"],
                 "tta": bool(tta),
+                "precision": precision,
                 "device": dev,
                 "seconds": round(time.perf_counter() - t0, 3),
             }

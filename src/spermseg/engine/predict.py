@@ -45,6 +45,7 @@ class PredictOptions:
     device: str = "auto"
     backend: Literal["torch", "onnx"] = "torch"
     tta: bool = False
+    precision: str = "auto"  # auto: bf16 on CUDA, float32 on the CPU; fp32; bf16
     tile: int = 0  # 0: whole images; else tile size in pixels
     tile_overlap: int = 64
     pixel_size: float | None = None  # micrometres per pixel, for sperm.csv
@@ -124,24 +125,28 @@ def _output_names(files: Sequence[Path]) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def torch_backend(predictor: Any, device: str = "auto", channels_last: bool = True) -> BatchFn:
-    """Run a :class:`~spermseg.engine.bundle.Predictor` on the chosen device (bf16 autocast on CUDA).
+def torch_backend(predictor: Any, device: str = "auto", channels_last: bool = True, precision: str = "auto") -> BatchFn:
+    """Run a :class:`~spermseg.engine.bundle.Predictor` on the chosen device.
+
+    ``precision``: ``auto`` (bf16 autocast on CUDA, float32 on the CPU), ``fp32`` or ``bf16``
+    (:func:`~spermseg.engine.inference.resolve_precision`).
 
     channels_last is on by default: for inference it measured 1.6-1.8x faster than NCHW on this CPU too
     (``benchmarks/bench_predict.py``), unlike training steps, where it was slower on the CPU.
     """
     import torch
 
-    from spermseg.engine.inference import autocast_context
+    from spermseg.engine.inference import autocast_context, resolve_precision
     from spermseg.utils.device import resolve_device
 
     dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)  # errors (unknown, bf16 on an old GPU) before any input is read
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     predictor.to(dev, memory_format=fmt).eval()
 
     def run(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None].to(dev)
-        with torch.inference_mode(), autocast_context(dev):
+        with torch.inference_mode(), autocast_context(dev, precision):
             prob = predictor(x.contiguous(memory_format=fmt))
         return prob[:, 0].float().cpu().numpy()
 
@@ -213,7 +218,7 @@ def build_batch_fn(model: str | Path, options: PredictOptions) -> tuple[BatchFn,
         from spermseg.engine.bundle import load_predictor
 
         predictor = load_predictor(model)
-        fn = torch_backend(predictor, options.device)
+        fn = torch_backend(predictor, options.device, precision=options.precision)
         threshold = predictor.threshold
     if options.tta:
         fn = with_flip_tta(fn)

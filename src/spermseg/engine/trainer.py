@@ -218,7 +218,7 @@ class DeviceData:
     (N, n, H, W). Images of different sizes are kept as a list (then ``crop`` must be set).
     """
 
-    def __init__(self, data: SplitData, device: torch.device, crop: int) -> None:
+    def __init__(self, data: SplitData, device: torch.device, crop: int, crop_foreground: float = 0.0) -> None:
         import torch
 
         shapes = {img.shape for img in data.images}
@@ -240,6 +240,16 @@ class DeviceData:
         self.images = stack([img[None] for img in data.images], torch.float32)
         self.targets = stack([t[None].astype(np.uint8) for t in data.targets], torch.uint8)
         self.masks = None if data.masks is None else stack(list(data.masks), torch.float16)
+        self.crop_foreground = crop_foreground if self.crop else 0.0
+        # Foreground pixel coordinates per image (CPU, int32), for crops centred on the sperm.
+        self.foreground = (
+            [torch.from_numpy(np.argwhere(t > 0).astype(np.int32)) for t in data.targets]
+            if self.crop_foreground
+            else []
+        )
+        # Share of foreground pixels over the training set (for the logit bias prior).
+        total = sum(int(t.size) for t in data.targets)
+        self.prior = sum(int(np.count_nonzero(t)) for t in data.targets) / max(total, 1)
 
     def batch(self, idx: Sequence[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Raw batch (images (B,1,h,w) float, targets (B,1,h,w) float {0,1}, masks (B,n,h,w) float or None).
@@ -262,6 +272,15 @@ class DeviceData:
                 h, w = self.images[i].shape[-2:]
                 y = int(torch.randint(0, h - self.crop + 1, (1,), generator=gen))
                 x = int(torch.randint(0, w - self.crop + 1, (1,), generator=gen))
+                if self.crop_foreground:
+                    # Always drawn (fixed number of draws per crop, whatever the outcome: reproducible).
+                    centred = float(torch.rand((), generator=gen)) < self.crop_foreground
+                    pick = float(torch.rand((), generator=gen))
+                    fg = self.foreground[i]
+                    if centred and len(fg):
+                        cy, cx = (int(v) for v in fg[min(int(pick * len(fg)), len(fg) - 1)])
+                        y = min(max(cy - self.crop // 2, 0), h - self.crop)
+                        x = min(max(cx - self.crop // 2, 0), w - self.crop)
                 parts_i.append(take(self.images, i, y, x))
                 parts_t.append(take(self.targets, i, y, x))
                 if self.masks is not None:
@@ -339,8 +358,16 @@ def validate_model(
     """Predict ``data`` with ``model`` (eval mode) and score it: ``{"ap", "iou_0.5", "iou_opt", "t_opt", ...}``."""
     from spermseg.engine.inference import predict_probs
 
+    # float32 whatever the training precision: the scores select the best epoch and its threshold.
     probs = predict_probs(
-        model, data.images, normalization, device=device, batch_size=batch_size, tta=tta, masks=data.masks
+        model,
+        data.images,
+        normalization,
+        device=device,
+        batch_size=batch_size,
+        tta=tta,
+        masks=data.masks,
+        precision="fp32",
     )
     return evaluate_probs(probs, data.targets, mode)
 
@@ -377,7 +404,7 @@ def train_step(
     device: torch.device | None = None,
     grad_clip: float = 0.0,
 ) -> torch.Tensor:
-    """One optimization step: forward (bf16 autocast when ``amp`` on CUDA), deep-supervision loss, backward, step.
+    """One optimization step: forward (bf16 autocast when ``amp``), deep-supervision loss, backward, step.
 
     Args:
         model: the (possibly DDP-wrapped) model in training mode.
@@ -387,7 +414,7 @@ def train_step(
         optimizer: its optimizer.
         loss_fn: per-output loss from :func:`spermseg.engine.losses.build_loss`.
         alphas: deep-supervision weights (main output first; empty = all 1).
-        amp: bf16 autocast (CUDA only; ignored elsewhere).
+        amp: bf16 autocast (on CUDA, and on CPUs with AMX; see :func:`~spermseg.engine.inference.resolve_precision`).
         device: the device (for autocast); default: the target's.
         grad_clip: max gradient norm (0 = off).
 
@@ -401,7 +428,7 @@ def train_step(
     from spermseg.models.blocks import split_outputs
 
     optimizer.zero_grad(set_to_none=True)
-    with autocast_context(device or target.device, amp):
+    with autocast_context(device or target.device, "auto" if amp else "fp32", training=True):
         out = model_call(model, inputs)
     logits, aux = split_outputs(out)
     # The loss in float32: bf16 log-sigmoids lose the small probabilities of thin tails.
@@ -473,11 +500,19 @@ def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
 
 
 def _amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.runtime.amp != "off" and device.type == "cuda"
+    """bf16 autocast in training: ``auto`` on CUDA and on CPUs with AMX, ``bf16`` on CUDA or any CPU."""
+    from spermseg.engine.inference import resolve_precision
+
+    if cfg.runtime.amp == "off":
+        return False
+    return resolve_precision("bf16" if cfg.runtime.amp == "bf16" else "auto", device, training=True) == "bf16"
 
 
 def _channels_last(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.runtime.channels_last == "on" or (cfg.runtime.channels_last == "auto" and device.type == "cuda")
+    """``auto``: on CUDA, and on the CPU when bf16 runs there (oneDNN's AMX kernels are fastest in NHWC)."""
+    if cfg.runtime.channels_last != "auto":
+        return cfg.runtime.channels_last == "on"
+    return device.type == "cuda" or _amp_enabled(cfg, device)
 
 
 def _peak_memory_mb(device: torch.device) -> dict[str, Any]:
@@ -629,7 +664,7 @@ def train(
         split_seed = cfg.seed if cfg.validation.split_seed is None else cfg.validation.split_seed
         train_idx, val_idx = split_by_group(full.groups, cfg.validation.fraction, split_seed)
         train_data, val_data = full.subset(train_idx), full.subset(val_idx)
-        dev_data = DeviceData(train_data, device, cfg.data.crop)
+        dev_data = DeviceData(train_data, device, cfg.data.crop, cfg.data.crop_foreground)
         del full
         log(
             f"spermseg train: {len(train_data)} training / {len(val_data)} validation images "
@@ -642,15 +677,19 @@ def train(
         seed_everything(cfg.seed, deterministic=cfg.runtime.deterministic)
         n_masks = 0 if train_data.masks is None else int(train_data.masks.shape[1])
         model = build_model(cfg, n_masks)
+        if cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0:
+            from spermseg.models.blocks import set_output_bias
+
+            set_output_bias(model, dev_data.prior)
         channels_last = _channels_last(cfg, device)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model.to(device, memory_format=fmt)
         optimizer = build_optimizer(cfg, model.parameters())
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(cfg.schedule.milestones), gamma=cfg.schedule.gamma
-        )
+        from spermseg.engine.schedules import build_scheduler, step_scheduler
+
+        scheduler = build_scheduler(cfg.schedule, optimizer)
         model_call: ModelCall = call_ensemble if cfg.model.ensemble else call_base
-        from spermseg.data.transforms import Augmenter, normalize
+        from spermseg.data.transforms import Augmenter
         from spermseg.engine.losses import build_loss
 
         augmenter = Augmenter(cfg.augment)
@@ -736,9 +775,10 @@ def train(
                 if len(idx) == 0:
                     break
                 images, target, masks = dev_data.batch(idx, crop_gen)
-                # Augment raw [0,1] images, target and soft masks together; normalization comes after (contract).
-                images, target, masks = augment_batch(augmenter, images, target, masks, aug_gen)
-                inputs = make_inputs(normalize(images, cfg.data.normalization), masks, fmt)
+                # Augment raw [0,1] images, target and soft masks together, then normalize the images with the
+                # statistics from before contrast/brightness (which per-image normalization would otherwise undo).
+                images, target, masks = augment_batch(augmenter, images, target, masks, aug_gen, cfg.data.normalization)
+                inputs = make_inputs(images, masks, fmt)
                 loss = train_step(
                     train_model,
                     model_call,
@@ -770,11 +810,11 @@ def train(
                 raise SpermsegError(
                     f"training diverged (non-finite loss) in epoch {epoch + 1}; lower optim.lr or check the data"
                 )
-            scheduler.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             epoch_train_s = time.perf_counter() - t_epoch
             train_loss = all_reduce_mean(float(loss_sum) / max(n_steps, 1), dist_info, device)
+            step_scheduler(scheduler, train_loss)
             epoch_images = n_images * dist_info.world_size
             images_seen += epoch_images
             train_time += epoch_train_s
@@ -900,7 +940,12 @@ GEOMETRIC_OPS = ("hflip", "vflip", "rotate", "zoom")
 
 
 def augment_batch(
-    augmenter: Any, images: torch.Tensor, target: torch.Tensor, masks: torch.Tensor | None, gen: torch.Generator
+    augmenter: Any,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    masks: torch.Tensor | None,
+    gen: torch.Generator,
+    normalization: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Apply the data layer's augmentation to images, target and (for ensembles) the input soft masks together.
 
@@ -916,6 +961,7 @@ def augment_batch(
         target: (B, 1, H, W) float {0, 1}.
         masks: (B, n, H, W) float soft masks in [0, 1], or None.
         gen: CPU generator; advanced exactly as one Augmenter call advances it.
+        normalization: when given, the images come back normalized (see the Augmenter).
 
     Returns:
         ``(images, target, masks)`` augmented, same shapes.
@@ -923,10 +969,10 @@ def augment_batch(
     import dataclasses
 
     if masks is None:
-        images, target = augmenter(images, target, gen)
+        images, target = augmenter(images, target, gen, normalization)
         return images, target, None
     state = gen.get_state()
-    images, target = augmenter(images, target, gen)
+    images, target = augmenter(images, target, gen, normalization)
     geo_cfg = dataclasses.replace(augmenter.cfg, ops=tuple(o for o in augmenter.cfg.ops if o in GEOMETRIC_OPS))
     replay = type(gen)(device=gen.device)
     replay.set_state(state)
@@ -961,6 +1007,7 @@ def _evaluate_test(
         batch_size=cfg.validation.batch_size,
         tta=cfg.validation.tta,
         masks=test.masks,
+        precision="fp32",
     )
     metrics: dict[str, Any] = evaluate_probs(probs, test.targets, cfg.validation.metric_mode)
     t_val = model.spermseg_meta.get("threshold", 0.5)  # type: ignore[union-attr]

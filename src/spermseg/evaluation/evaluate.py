@@ -18,8 +18,15 @@ __all__ = ["SOFT_MASK_SUFFIXES", "evaluate_directory", "find_predictions", "form
 SOFT_MASK_SUFFIXES = (".npy", ".png", ".tif", ".tiff")
 
 
+#: Stem suffix of the soft masks ``spermseg predict`` writes (``NAME_prob.png`` / ``NAME_prob.npy``).
+PREDICT_SOFT_SUFFIX = "_prob"
+
+
 def find_predictions(pred_dir: str | Path, names: Sequence[str]) -> list[Path]:
-    """The soft-mask file of every image name (matched by stem: ``12_0034_1.png`` <- ``12_0034_1.npy|.png``).
+    """The soft-mask file of every image name, matched by stem.
+
+    ``12_0034_1.png`` is matched by ``12_0034_1.npy|.png|.tif`` or by ``12_0034_1_prob.png|.npy`` (what
+    ``spermseg predict --out DIR`` writes, in either soft format), so a predict folder is scored as written.
 
     Raises:
         DataError: the folder is missing, a prediction is missing, or a stem has several soft-mask files.
@@ -34,7 +41,7 @@ def find_predictions(pred_dir: str | Path, names: Sequence[str]) -> list[Path]:
     out, missing = [], []
     for name in names:
         stem = Path(name).stem
-        found = by_stem.get(stem, [])
+        found = by_stem.get(stem, []) + by_stem.get(stem + PREDICT_SOFT_SUFFIX, [])
         if not found:
             missing.append(name)
         elif len(found) > 1:
@@ -46,7 +53,8 @@ def find_predictions(pred_dir: str | Path, names: Sequence[str]) -> list[Path]:
     if missing:
         raise DataError(
             f"{len(missing)} of {len(names)} images have no soft mask in {folder} (first: {missing[0]}); write one "
-            f"file per image named like the image ({', '.join(SOFT_MASK_SUFFIXES)})"
+            f"file per image named like the image or NAME{PREDICT_SOFT_SUFFIX} ({', '.join(SOFT_MASK_SUFFIXES)}), "
+            "as 'spermseg predict --out DIR' does"
         )
     return out
 

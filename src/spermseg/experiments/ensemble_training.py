@@ -5,6 +5,7 @@ The library behind ``spermseg ensemble train`` and ``spermseg ensemble oof``, al
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def train_ensemble(
     resume: bool = False,
     force: bool = False,
     log: Any = None,
+    allow_validation_overlap: bool = False,
 ) -> dict[str, Any]:
     """Resolve the selection, (for ``oof``) build the out-of-fold cache, and train one ensembling network.
 
@@ -60,9 +62,15 @@ def train_ensemble(
         resume: continue an interrupted run.
         force: retrain a finished run.
         log: progress lines.
+        allow_validation_overlap: with in-sample stacking, train even when some of the ensemble's validation
+            images were training images of an input model (a loud warning instead of an error).
 
     Returns:
         The provenance written to ``RUN_DIR/ensemble.json`` (kind, selection, stacking, cache, seed, config).
+
+    Raises:
+        SpermsegError: with in-sample stacking, when the ensemble's validation images overlap an input model's
+            training images (unless ``allow_validation_overlap``).
     """
     import dataclasses
 
@@ -129,6 +137,23 @@ def train_ensemble(
         cfg = dataclasses.replace(
             cfg, validation=dataclasses.replace(cfg.validation, split_seed=shared[0], fraction=shared[1])
         )
+    base_split = shared or base_validation_split(manifest, selection.model_ids)
+    split_seed = cfg.seed if cfg.validation.split_seed is None else cfg.validation.split_seed
+    effective_split = (int(split_seed), float(cfg.validation.fraction))
+    overlap = validation_overlap(manifest, selection.model_ids, cfg) if stacking == "in-sample" else {}
+    if overlap:
+        worst = max(overlap, key=lambda k: len(overlap[k]))
+        msg = (
+            f"{len(overlap[worst])} of the ensemble's validation groups (e.g. '{sorted(overlap[worst])[0]}') were "
+            f"training images of input model '{worst}'"
+            + (f" and {len(overlap) - 1} other model(s)" if len(overlap) > 1 else "")
+            + ": their soft masks there are in-sample, so checkpoint selection and t_opt would be optimistic. "
+            "Train the base models on one validation split (validation.split_seed, the same for every seed by "
+            "default), or use --stacking oof"
+        )
+        if not allow_validation_overlap:
+            raise SpermsegError(msg + ", or pass --allow-validation-overlap to train anyway")
+        (log or _warn)(f"WARNING: {msg}; training anyway (--allow-validation-overlap)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     provenance = {
@@ -141,12 +166,54 @@ def train_ensemble(
         "source_cache": str(cache.resolve()),
         "seed": cfg.seed,
         "preset": preset,
-        "validation_from_base": shared is not None,
+        "validation_from_base": base_split is not None and effective_split == base_split,
+        "validation_overlap": {k: sorted(v) for k, v in overlap.items()},
     }
     if dist.is_main:
         atomic_write_json(out / ENSEMBLE_PROVENANCE, provenance)
     _run_trainer(cfg, out, resume=resume, force=force, log=log)
     return provenance
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr)
+
+
+def validation_overlap(manifest: dict[str, Any], model_ids: list[str], cfg: Any) -> dict[str, set[str]]:
+    """Validation groups of the ensemble run ``cfg`` that an input model trained on, per model id.
+
+    The ensemble's groups come from the same split rule as the trainer (:func:`~spermseg.engine.trainer.
+    split_by_group` on the cache's groups of ``cfg.data.train_split``); a base model trained on every group of
+    the split except its ``result.json["val_groups"]``. Models whose run records no validation groups count as
+    having trained on every group.
+
+    Returns:
+        ``{model_id: overlapping groups}``, only for models with an overlap; empty when none (or no validation).
+    """
+    from spermseg.engine.trainer import split_by_group
+
+    split = (manifest.get("splits") or {}).get(cfg.data.train_split)
+    if not split or cfg.validation.fraction <= 0:
+        return {}
+    groups = list(split["groups"])
+    seed = cfg.seed if cfg.validation.split_seed is None else cfg.validation.split_seed
+    _, val_idx = split_by_group(groups, cfg.validation.fraction, seed)
+    ens_val = {groups[i] for i in val_idx}
+    out: dict[str, set[str]] = {}
+    for model_id in model_ids:
+        result = Path(manifest["models"][model_id].get("run_dir", "")) / "result.json"
+        held_out: set[str] = set()
+        if result.is_file():
+            try:
+                held_out = set(json.loads(result.read_text()).get("val_groups") or [])
+            except (json.JSONDecodeError, AttributeError):
+                held_out = set()
+        trained = ens_val - held_out
+        if trained:
+            out[model_id] = trained
+    return out
 
 
 def base_validation_split(manifest: dict[str, Any], model_ids: list[str]) -> tuple[int, float] | None:

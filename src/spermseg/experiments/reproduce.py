@@ -52,7 +52,7 @@ class ReproduceConfig:
     """Everything that defines a reproduction (written to ``DIR/config.yaml``).
 
     Attributes:
-        preset: the preset this config started from (``paper``, ``cpu-small``, ``demo``).
+        preset: the preset this config started from (``paper``, ``cpu`` (alias ``cpu-small``), ``demo``).
         data: dataset root (SegSperm layout with train / test / test_small).
         models: base models (registry names).
         seeds: training seeds of the base models (paper: 5 runs).
@@ -80,6 +80,8 @@ class ReproduceConfig:
         jobs: base-model training runs trained at once in worker processes (steps 2-3). Use it on a multi-core
             CPU with ``threads=1``; on GPUs prefer ``--plan`` (one run per GPU).
         batch_size: images per inference forward pass.
+        precision: inference precision of every scored prediction: ``fp32`` (the paper's; default) or ``bf16``
+            (faster on GPUs; docs/evaluation.md gives the AP difference).
         compare_paper: show the paper's Tables 2-4 beside ours: ``auto`` (when the data is SegSperm), ``on``,
             ``off``.
     """
@@ -112,15 +114,16 @@ class ReproduceConfig:
     threads: int = 0
     jobs: int = 1
     batch_size: int = 4
+    precision: str = "fp32"
     compare_paper: str = "auto"
 
 
-def _cpu_small() -> ReproduceConfig:
+def _cpu() -> ReproduceConfig:
     return ReproduceConfig(
-        preset="cpu-small",
+        preset="cpu",
         models=["unet", "att_unet", "unet3p", "fpn", "sa_unet"],
         seeds=[0, 1, 2],
-        train_preset="cpu-small",
+        train_preset="cpu",
         ensemble_kinds=["ens_s", "ens_att_v2"],
         selections=["E1", "E3"],
         ensemble_seeds=[0, 1, 2],
@@ -162,7 +165,9 @@ def _demo() -> ReproduceConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], ReproduceConfig]] = {"paper": ReproduceConfig, "cpu-small": _cpu_small, "demo": _demo}
+PRESETS: dict[str, Callable[[], ReproduceConfig]] = {"paper": ReproduceConfig, "cpu": _cpu, "demo": _demo}
+#: Old preset names that still work (for one release).
+PRESET_ALIASES = {"cpu-small": "cpu"}
 
 
 def reproduce_config(
@@ -175,6 +180,7 @@ def reproduce_config(
     """
     from spermseg.config import resolve_config
 
+    preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; valid presets: {', '.join(PRESETS)}")
     cfg = resolve_config(ReproduceConfig, base=PRESETS[preset](), yaml_path=yaml_path, overrides=list(overrides))
@@ -199,6 +205,8 @@ def validate(cfg: ReproduceConfig) -> None:
         raise ConfigError("'models' is empty; name at least one base model")
     if not cfg.seeds:
         raise ConfigError("'seeds' is empty; give at least one seed")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"bad 'precision' {cfg.precision!r}; valid: fp32, bf16")
     if cfg.jobs < 1 or cfg.threads < 0:
         raise ConfigError(f"bad 'jobs' {cfg.jobs} or 'threads' {cfg.threads}: jobs >= 1, threads >= 0 (0 = default)")
     bad = [k for k in cfg.ensemble_kinds if k not in TRAINED_KINDS]
@@ -590,6 +598,7 @@ class Reproduction:
             model_ids=list(runs),
             device=self.cfg.device,
             batch_size=self.cfg.batch_size,
+            precision=self.cfg.precision,
             log=say,
         )
 
@@ -786,6 +795,7 @@ class Reproduction:
                     m.spermseg_meta.get("normalization", "minmax"),
                     device=self.cfg.device,
                     batch_size=self.cfg.batch_size,
+                    precision=self.cfg.precision,
                 )
 
             return f
@@ -812,6 +822,7 @@ class Reproduction:
                     device=self.cfg.device,
                     batch_size=self.cfg.batch_size,
                     masks=stack_fn(images),
+                    precision=self.cfg.precision,
                 )
 
             preds[f"{kind}|{sel}"] = ens_fn

@@ -66,6 +66,60 @@ class SegmentationModel(nn.Module):
         return crop_to(out, *box)
 
 
+#: Top-level attribute names under which the families keep their output (logit) convolutions.
+OUTPUT_LAYER_NAMES = ("head", "heads", "classifier", "final")
+
+
+def output_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """The convolutions whose outputs are the model's logits (main and deep-supervision heads).
+
+    Every family names its logit layer ``head``/``heads``/``classifier``/``final``; inside those, the logit
+    convolutions are the ones with a bias and the fewest output channels (hidden layers are wider and bias-free).
+
+    Returns:
+        The Conv2d modules, in registration order; empty when the model follows no such naming.
+    """
+    found: list[nn.Conv2d] = []
+    for name, child in model.named_children():
+        if name not in OUTPUT_LAYER_NAMES:
+            continue
+        convs = [m for m in child.modules() if isinstance(m, nn.Conv2d) and m.bias is not None]
+        if convs:
+            k = min(m.out_channels for m in convs)
+            found.extend(m for m in convs if m.out_channels == k)
+    return found
+
+
+def set_output_bias(model: nn.Module, prior: float) -> int:
+    """Set the logit layers' bias to ``log(prior / (1 - prior))``, so that the untrained model predicts the prior.
+
+    With about 5 % foreground, a zero bias starts every pixel at p = 0.5 and the first hundreds of steps only learn
+    "mostly background"; starting at the prior (Lin et al. 2017, focal loss paper, Section 4.1) spends them on
+    shapes instead.
+
+    Args:
+        model: any registered model or ensemble.
+        prior: foreground fraction in (0, 1).
+
+    Returns:
+        The number of convolutions changed.
+
+    Raises:
+        ValueError: ``prior`` outside (0, 1) or no output convolution found.
+    """
+    import math
+
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"the foreground prior must be in (0, 1), got {prior}")
+    convs = output_convs(model)
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no output convolution named {', '.join(OUTPUT_LAYER_NAMES)}")
+    with torch.no_grad():
+        for conv in convs:
+            conv.bias.fill_(math.log(prior / (1.0 - prior)))
+    return len(convs)
+
+
 def crop_to(x: torch.Tensor, top: int, left: int, h: int, w: int) -> torch.Tensor:
     """Crop (B, C, H', W') to (B, C, h, w) starting at (top, left)."""
     return x[..., top : top + h, left : left + w]
