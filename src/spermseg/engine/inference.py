@@ -3,7 +3,8 @@
 ``predict_probs`` is the one place where a trained network meets images: it normalizes each image exactly as
 training did (:func:`spermseg.data.transforms.normalize`), runs the model in eval mode with gradients off
 (float32 by default, bf16 autocast on request; channels_last on CUDA), optionally averages over flips
-(test-time augmentation), and returns float32 probabilities. Images of different sizes are batched by size; the models pad and crop internally.
+(test-time augmentation), and returns float32 probabilities. Images of different sizes are batched by size; the
+models pad and crop internally.
 """
 
 from __future__ import annotations
