@@ -132,6 +132,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'method':<18} {'AP':<17} {'IoU_0.5':<17} {'IoU_opt':<17}")
         for r in rows:
             print(f"{r[0]:<18} {r[1]:<17} {r[2]:<17} {r[3]:<17}")
+    ens = records.get("ensembles")
+    table = (ens.result or {}).get("headline") if ens is not None and ens.finished else None
+    if table:
+        from spermseg.experiments.headline import headline_rows
+
+        heads, hrows = headline_rows(table)
+        print(f"\nheadline ({table['split']} split vs {table['rater']}; also in {out / 'summary.json'}):")
+        print("  ".join(heads))
+        for r in hrows:
+            print("  ".join(r))
     print_summary(records, md, html)
     total = time.perf_counter() - t0
     print(
