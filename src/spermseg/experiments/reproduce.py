@@ -673,8 +673,8 @@ class Reproduction:
         "best": "kind|E" by mean AP, "best_base": architecture ranked first on rank_on}``.
         """
         from spermseg.experiments.ensemble_training import train_ensemble
-        from spermseg.experiments.selection import all_selections
         from spermseg.experiments.headline import headline
+        from spermseg.experiments.selection import all_selections
         from spermseg.experiments.table3 import evaluate_ensembles
 
         splits = [self.cfg.train_split, self.cfg.test_split]
