@@ -677,7 +677,8 @@ def train(
         seed_everything(cfg.seed, deterministic=cfg.runtime.deterministic)
         n_masks = 0 if train_data.masks is None else int(train_data.masks.shape[1])
         model = build_model(cfg, n_masks)
-        if cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0:
+        # A mask-skip ensemble starts as 'avg' (zero last layer): a prior bias would move it off that start.
+        if cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0 and not getattr(model, "mask_skip", False):
             from spermseg.models.blocks import set_output_bias
 
             set_output_bias(model, dev_data.prior)
