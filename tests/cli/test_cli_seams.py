@@ -26,7 +26,7 @@ def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_every_command_has_a_description_an_example_and_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     """--help showed neither defaults nor examples; nested subcommands had no description."""
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (module_name, _help_text) in COMMANDS.items():
         module = importlib.import_module(f"spermseg.cli.{module_name}")
         text = _help([name], capsys)
         assert module.HELP.split(" (")[0][:40] in " ".join(text.split()), name
