@@ -143,7 +143,6 @@ def test_a_concurrent_run_is_locked_out_and_a_stale_lock_taken_over(
         (["--tile", "32", "--tile-overlap", "32"], "--tile-overlap must be in [0, --tile)"),
         (["--tile", "32", "--tile-overlap", "-4"], "--tile-overlap"),
         (["--pixel-size", "-0.5"], "--pixel-size"),
-        (["--batch-size", "-2"], "--batch-size"),
     ],
 )
 def test_impossible_values_are_refused_before_any_work(

@@ -12,7 +12,7 @@ import torch
 from test_mask_cache import make_run, write_dataset
 
 from spermseg.cli import main
-from spermseg.engine.bundle import create_bundle, load_predictor, manifest_digest
+from spermseg.engine.bundle import create_bundle, load_predictor
 from spermseg.engine.checkpoints import load_training_state, save_checkpoint, save_training_state
 from spermseg.engine.mask_cache import build_cache, load_cached_masks
 from spermseg.errors import CheckpointError, DataError
@@ -63,6 +63,14 @@ def bundle_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_checkpoint(root / "unet" / "best", create_model("unet", width=4), {"normalization": "minmax",
                                                                              "threshold": 0.5})  # fmt: skip
     return root / "unet"
+
+
+def manifest_digest(manifest: dict) -> str:
+    """The documented manifest checksum: sha256 of the canonical JSON without the ``manifest_sha256`` key."""
+    import hashlib
+
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _edit(bundle: Path, change, *, rehash: bool) -> None:  # noqa: ANN001 - a small callable
