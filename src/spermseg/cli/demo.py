@@ -16,6 +16,7 @@ from pathlib import Path
 from spermseg.cli._common import add_set_argument
 
 HELP = "synthetic data -> small reproduce run -> report (the main job)"
+EXAMPLE = "spermseg demo --out runs/demo"
 
 # The synthetic dataset of the demo: small images so that training and evaluation fit the 10-minute budget on a
 # 2-core CPU (see docs/reproduce.md for the measured time per step).
@@ -57,6 +58,7 @@ def make_data(root: Path, seed: int) -> Path:
     atomic_write_text(synth_cfg, DEMO_SYNTH_CONFIG)
     argv = [
         "synth",
+        "--out",
         str(root),
         "--train",
         str(s["train"]),
