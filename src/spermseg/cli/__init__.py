@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "segment images, folders and videos with a trained model or bundle"),
     "bundle": ("bundle", "pack base models, an ensemble, normalization and threshold into one directory"),
     "export": ("export", "export a model bundle to ONNX"),
+    "track": ("track", "track sperm across video frames and measure CASA kinematics"),
 }
 
 

@@ -7,6 +7,8 @@ Output (``OUT``)::
     OUT/test_small/GT{1,2,3}_{full,head,tail}/NAME.png              three raters
     OUT/truth/SPLIT/{full,head,tail}/NAME.png                       exact masks
     OUT/videos/{video}/frames/{frame}.png, truth/{part}/{frame}.png and {video}.mp4 (with ``n_videos``)
+    OUT/videos/{video}/truth/instances/{frame}.png, truth/tracks.csv, truth/kinematics.csv (tracking truth,
+        :mod:`spermseg.data.synth.truth`)
     OUT/synth.json                                                  every parameter, written last
 
 ``test_small`` is the first ``n_test_small`` images of the test videos (a subset of ``test``, as in SegSperm, so
@@ -235,18 +237,28 @@ def _write_video(
 ) -> dict[str, Any]:
     """Consecutive frames of one video, their truth, and an MP4 when possible."""
     from spermseg.data.io import write_image, write_mask
+    from spermseg.data.synth import truth as T
+    from spermseg.kinematics import KINEMATICS_COLUMNS
+    from spermseg.utils.table import write_rows_csv
 
     scene = scene_for(cfg, seed, video)
     vid = f"{video:0{width}d}"
     vdir = out / "videos" / vid
     images = []
+    heads: list[dict[str, float | int]] = []
     for f in range(n_frames):
         frame = render_item(cfg, scene, seed, video, f)
         name = f"{f:04d}.png"
         write_image(vdir / "frames" / name, frame.image)
         for part in PARTS:
             write_mask(vdir / "truth" / part / name, frame.truth[part])
+        T.write_labels_png(vdir / "truth" / "instances" / name, T.instance_labels(frame))
+        heads += T.head_rows(frame, f)
         images.append(frame.image)
+    # tracking truth (spermseg.data.synth.truth): exact head positions and the kinematics of the exact path
+    write_rows_csv(vdir / "truth" / "tracks.csv", T.TRUTH_TRACK_COLUMNS, heads)
+    kin = T.truth_kinematics(scene, heads, cfg.fps, cfg.pixel_size_um)
+    write_rows_csv(vdir / "truth" / "kinematics.csv", KINEMATICS_COLUMNS, kin)
     movie = None
     if mp4 and images:
         movie = write_mp4(vdir / f"{vid}.mp4", images, cfg.fps)
