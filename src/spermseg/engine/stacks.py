@@ -210,16 +210,16 @@ class VideoStack(Stack):
 
 
 class TiffStack(Stack):
-    def __init__(self, info: StackInfo, damaged: str | None) -> None:
+    def __init__(self, info: StackInfo, damaged: str | None, by_pages: bool = False) -> None:
         super().__init__(info)
-        self.damaged = damaged
+        self.damaged, self.by_pages = damaged, by_pages
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         import tifffile
 
         path = self.info.path
         with tifffile.TiffFile(path) as tif:
-            pages = _full_pages(tif) if self.damaged else None
+            pages = _full_pages(tif) if self.by_pages else None
             for i in range(self.info.n_frames):
                 try:
                     arr = pages[i].asarray() if pages is not None else tif.asarray(key=i, series=0)
@@ -249,6 +249,13 @@ class FolderStack(Stack):
             yield i, img
 
 
+def _same_planes(series: list) -> bool:
+    """Whether every series is one 2-D (or RGB) page of the same shape and dtype: a stack written page by page."""
+    first = series[0]
+    return all(len(s.pages) == 1 and s.shape == first.shape and s.dtype == first.dtype and len(s.shape) in (2, 3)
+               and s.axes in ("YX", "YXS") for s in series)  # fmt: skip
+
+
 def _full_pages(tif: object) -> list:
     return [p for p in tif.pages if not getattr(p, "is_reduced", False)]  # type: ignore[attr-defined]
 
@@ -274,17 +281,23 @@ def _open_tiff(path: Path) -> Stack:
             series = [s for s in tif.series if not getattr(s, "is_reduced", False)]
             pages = _full_pages(tif)
             damaged = "; ".join(dict.fromkeys(log.messages)) or None
+            by_pages = False
             if damaged:
                 # the series metadata of a cut file is not to be trusted: read the pages that survive, then fail
                 n, first = len(pages), pages[0]
                 kind, size, interval = "tiff", None, None
                 shape = first.shape
             else:
-                if len(series) != 1:
+                if len(series) > 1 and _same_planes(series):
+                    # one series per page (e.g. pages written one by one by tifffile): the pages are the frames
+                    by_pages = True
+                elif len(series) != 1:
                     raise DataError(f"{path} holds {len(series)} image series; spermseg reads one time series per "
                                     "file: export each series as its own file")  # fmt: skip
                 s = series[0]
                 dims = {a: d for a, d in zip(s.axes, s.shape) if a not in "YXS" and d > 1}
+                if by_pages:
+                    dims = {"I": len(pages)}
                 if len(dims) > 1 or any(a == "C" for a in dims):
                     raise DataError(f"{path} is a {s.axes} stack of shape {s.shape}; spermseg reads a single-channel "
                                     "time series (one of T, Z, I, Q): split channels or dimensions first")  # fmt: skip
@@ -314,7 +327,7 @@ def _open_tiff(path: Path) -> Stack:
         pixel_size_um=size,
         pixel_size_source="metadata" if size else None,
     )
-    return TiffStack(info, damaged)
+    return TiffStack(info, damaged, by_pages=by_pages or bool(damaged))
 
 
 def open_stack(path: str | Path, *, fps: float | None = None, pixel_size: float | None = None) -> Stack:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from spermseg.engine.stacks import StackInfo, TruncatedInputError
-from spermseg.errors import ConfigError, DataError
+from spermseg.errors import ConfigError, DataError, SpermsegError
 from spermseg.kinematics import KINEMATICS_COLUMNS, KinematicsConfig, track_kinematics
 
 
@@ -77,7 +77,10 @@ class HeadLinker:
     def __init__(self, search_range_px: float, memory: int) -> None:
         import logging
 
-        from trackpy.linking.linking import Linker
+        try:
+            from trackpy.linking.linking import Linker
+        except ImportError:
+            raise SpermsegError("spermseg track needs trackpy: pip install 'spermseg[tracking]'") from None
 
         logging.getLogger("trackpy").setLevel(logging.WARNING)  # trackpy logs one INFO line per frame
         self._linker = Linker(search_range_px, memory=memory)

@@ -59,7 +59,12 @@ def frame_matches(est: list[dict], truth: list[dict], max_px: float) -> list[tup
 
 def mot_metrics(est: list[dict], truth: list[dict], max_px: float) -> dict[str, float]:
     """MOTA, MOTP (px), IDF1, IDP, IDR, ID switches, precision and recall with motmetrics."""
-    import motmetrics as mm
+    try:
+        import motmetrics as mm
+    except ImportError:
+        from spermseg.errors import SpermsegError
+
+        raise SpermsegError("scoring tracks needs motmetrics: pip install 'spermseg[tracking]'") from None
 
     acc = mm.MOTAccumulator(auto_id=False)
     frames = sorted({int(r["frame"]) for r in truth} | {int(r["frame"]) for r in est})
