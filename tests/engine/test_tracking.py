@@ -18,6 +18,11 @@ from spermseg.data.io import write_mask
 PX = 0.5  # um per pixel
 
 
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _sperm(mask: np.ndarray, x: float, y: float, tail_angle: float) -> None:
     """Draw a head (ellipse 10 x 6 px) at (x, y) pointing left, and a 30 px tail to the right bent by tail_angle."""
     cv2.ellipse(mask, (round(x), round(y)), (5, 3), 0, 0, 360, 1, -1)
@@ -51,12 +56,12 @@ def test_track_masks_links_closes_gaps_and_writes_every_output(tmp_path: Path) -
     assert (
         main(["track", "--masks", str(tmp_path / "m"), "--fps", "10", "--pixel-size", str(PX), "--out", str(out)]) == 0
     )
-    rows = list(csv.DictReader(open(out / "tracks.csv")))
+    rows = _csv(out / "tracks.csv")
     assert {int(r["track_id"]) for r in rows} == {1, 2}
     by = {t: [r for r in rows if int(r["track_id"]) == t] for t in (1, 2)}
     slow = min(by, key=lambda t: float(by[t][-1]["head_x"]) - float(by[t][0]["head_x"]))
     assert len(by[slow]) == 18 and [int(r["frame"]) for r in by[slow]] == [f for f in range(20) if f not in (8, 9)]
-    kin = {int(r["track_id"]): r for r in csv.DictReader(open(out / "kinematics.csv"))}
+    kin = {int(r["track_id"]): r for r in _csv(out / "kinematics.csv")}
     fast = 3 - slow
     # 1 px per frame at 10 fps and 0.5 um/px: 5 um/s; the slow one 2.5 um/s (head centroids of drawn ellipses)
     assert float(kin[fast]["vsl_um_s"]) == pytest.approx(5.0, rel=0.05)
@@ -140,7 +145,7 @@ def test_truncated_stack_keeps_processed_frames_and_exits_1(tmp_path: Path, caps
         track(items, stack.info, out)
     k = err.value.frame
     assert 1 <= k < 6 and "cut.tif" in str(err.value)
-    rows = list(csv.DictReader(open(out / "tracks.csv")))
+    rows = _csv(out / "tracks.csv")
     assert sorted({int(r["frame"]) for r in rows}) == list(range(k))
     with tifffile.TiffFile(out / "labels.tif") as tif:
         assert len(tif.pages) == k
