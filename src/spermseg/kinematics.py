@@ -246,6 +246,8 @@ def track_kinematics(
     out["n_frames"], out["class"] = len(frames), ""
     if tail_length_um is not None and np.isfinite(tail_length_um).any():
         out["tail_length_um"] = float(np.nanmedian(tail_length_um))
+    if beat_hz is not None:  # known (the generator's truth): defined whatever the track's length
+        out["beat_hz"] = float(beat_hz)
     if len(frames) < max(2, cfg.min_frames):
         return out
     dt = 1.0 / fps
@@ -257,9 +259,7 @@ def track_kinematics(
     if len(avg) >= 2:
         out["vap_um_s"] = path_length(avg) / (dt * (len(avg) - 1))
         out["alh_um"], out["bcf_hz"] = alh_bcf(lateral_distance(reg, avg, window), dt)
-    if beat_hz is not None:
-        out["beat_hz"] = float(beat_hz)
-    elif tail_angle is not None:
+    if beat_hz is None and tail_angle is not None:
         out["beat_hz"] = beat_frequency(
             t,
             np.asarray(tail_angle, float),
