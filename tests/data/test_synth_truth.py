@@ -16,8 +16,8 @@ from spermseg.data.synth.truth import head_rows, instance_labels, truth_kinemati
 def _cfg() -> SynthConfig:
     from spermseg.config import resolve_config
 
-    return resolve_config(SynthConfig, overrides=["height=160", "width=160", "sperm.count=[3,3]",
-                                                  "sperm.immotile_fraction=0.0", "sperm.border_margin_um=-20"])  # fmt: skip
+    overrides = ["height=160", "width=160", "sperm.count=[3,3]", "sperm.immotile_fraction=0.0"]
+    return resolve_config(SynthConfig, overrides=[*overrides, "sperm.border_margin_um=-20"])
 
 
 def test_video_truth_files_labels_union_is_full_and_ids_are_stable(tmp_path: Path) -> None:

@@ -122,10 +122,12 @@ def _tiff_pages(tif: object) -> int:
 
 
 def _multipage_error(path: Path, kind: str, n_pages: int) -> DataError:
-    # A later version reads stacks whole; until then one page of a stack must never pass for the whole file.
+    # One page of a stack must never pass for the whole file: stacks are read whole by spermseg.engine.stacks
+    # (spermseg track); everywhere an image is one image (training, evaluation, predict) they are refused.
     return DataError(
-        f"cannot read {kind} {path}: it is a multi-page TIFF ({n_pages} pages) and spermseg reads one image per "
-        "file; save each page as its own file (e.g. ImageJ: Image > Stacks > Stack to Images)"
+        f"cannot read {kind} {path}: it is a multi-page TIFF ({n_pages} pages), not supported as a single {kind} "
+        "(training, evaluation, predict read one image per file); save each page as its own file (ImageJ: Image > "
+        "Stacks > Stack to Images), or track the stack with 'spermseg track'"
     )
 
 
