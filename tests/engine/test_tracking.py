@@ -157,3 +157,22 @@ def test_truncated_stack_keeps_processed_frames_and_exits_1(tmp_path: Path, caps
     assert code == 1
     assert f"frame {k}" in capsys.readouterr().err
     assert (tmp_path / "cli" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_acceptance_exact_masks_of_a_75_frame_synthetic_video(tmp_path: Path) -> None:
+    """Issue 16 acceptance: from a 75-frame synthetic video's exact binary masks, >= 90 % of truth head positions
+    are followed by the same track, median relative VCL error <= 10 %, median beat-frequency error <= 1 Hz."""
+    from spermseg.data.synth import SynthConfig, generate_dataset
+    from spermseg.evaluation.tracking import evaluate_tracks
+
+    generate_dataset(tmp_path / "s", SynthConfig(), n_train=0, n_test=0, n_test_small=0, seed=1, n_videos=1,
+                     n_frames=75, mp4=False, show_progress=False)  # fmt: skip
+    v = next((tmp_path / "s" / "videos").iterdir())
+    out = tmp_path / "t"
+    argv = ["track", "--masks", str(v / "truth" / "full"), "--fps", "25", "--pixel-size", "0.3", "--out", str(out)]
+    assert main([*argv, "--no-report"]) == 0
+    ev = evaluate_tracks(out, v / "truth")
+    assert ev["identity_consistent"] >= 0.9
+    assert ev["kinematics"]["median_vcl_rel_error"] <= 0.10
+    assert ev["kinematics"]["median_beat_error_hz"] <= 1.0
