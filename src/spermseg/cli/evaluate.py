@@ -4,6 +4,8 @@ Examples:
     spermseg evaluate --pred preds/ --gt data/segsperm --split test
     spermseg evaluate --pred preds/ --gt data/segsperm --split test_small --rater majority --json
     spermseg evaluate --pred preds/ --gt data/segsperm --exact --per-image --json-out eval.json
+    spermseg evaluate --instances --pred preds/ --gt data/spermparsing --split test     (PQ, SQ, RQ, COCO AP)
+    spermseg evaluate --target parts --pred preds/ --gt data/spermparsing --split test  (IoU per part, mIoU)
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 
 from spermseg.cli._common import add_json_arguments, emit_json
 
-HELP = "score soft masks against a rater or an aggregate (AP, IoU, IoU', Brier)"
+HELP = "score soft masks against a rater or an aggregate (AP, IoU, IoU', Brier); instances (PQ) and parts (mIoU)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="sort-based measures (AP equals scikit-learn) instead of 2^16-bin histograms",
     )
+    parser.add_argument(
+        "--instances",
+        action="store_true",
+        help="score NAME_instances label images against the rater's instances: PQ, SQ, RQ, COCO mask AP/AP50 "
+        "and the count error per image (--rater must be one rater)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("binary", "parts"),
+        default="binary",
+        help="binary: soft masks (default); parts: NAME_parts label images, IoU per part and mIoU",
+    )
     add_json_arguments(parser)
     parser.add_argument(
         "--per-image-list",
@@ -51,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from spermseg.errors import SpermsegError
     from spermseg.evaluation.evaluate import evaluate_directory, format_result
 
+    if args.instances or args.target == "parts":
+        return _run_labels(args)
     try:
         res = evaluate_directory(
             args.pred,
@@ -67,4 +83,20 @@ def run(args: argparse.Namespace) -> int:
         res.pop("images", None)
     if not emit_json(args, res):
         print(format_result(res))
+    return 0
+
+
+def _run_labels(args: argparse.Namespace) -> int:
+    from spermseg.evaluation.instances import evaluate_instances, evaluate_parts, format_instances, format_parts
+
+    if args.instances:
+        res = evaluate_instances(args.pred, args.gt, split=args.split, rater=args.rater)
+        text = format_instances(res)
+    else:
+        res = evaluate_parts(args.pred, args.gt, split=args.split, rater=args.rater)
+        text = format_parts(res)
+    if not args.per_image_list:
+        res.pop("images", None)
+    if not emit_json(args, res):
+        print(text)
     return 0
