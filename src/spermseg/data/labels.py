@@ -209,3 +209,17 @@ def check_sample_labels(
                 (path, m + f"; fix the {rater} {kind} image or masks") for m in check_labels(kind, labels, path, same)
             )
     return found
+
+
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Ids renumbered 1..N in order of first appearance in raster order (uint16 (H, W); 0 stays background)."""
+    labels = np.asarray(labels)
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    keep = ids != 0
+    order = np.argsort(first[keep])
+    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, np.uint32)
+    lut[ids[keep][order]] = np.arange(1, int(keep.sum()) + 1)
+    if keep.sum() > 65535:
+        raise ValueError(f"{int(keep.sum())} instances do not fit a 16-bit label image")
+    return lut[labels].astype(np.uint16)

@@ -114,7 +114,7 @@ def separate_instances(
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
-    from spermseg.metrics.panoptic import relabel_sequential
+    from spermseg.data.labels import relabel_sequential
 
     opt = options or InstanceOptions()
     full = np.asarray(full, bool)

@@ -26,6 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from spermseg.data.labels import relabel_sequential
+
+__all__ = ["MATCH_IOU", "Matching", "PanopticAccumulator", "coco_mask_ap", "iou_table", "match_instances",
+           "panoptic_from_counts", "relabel_sequential"]  # fmt: skip
+
 MATCH_IOU = 0.5
 
 
@@ -261,17 +266,3 @@ def coco_mask_ap(
         acc.update(p, r, scores=None if scores is None else scores[i])
     res = acc.result()
     return {"ap": res["ap"], "ap50": res["ap50"]}
-
-
-def relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    """Ids renumbered 1..N in order of first appearance in raster order (uint16 (H, W); 0 stays background)."""
-    labels = np.asarray(labels)
-    flat = labels.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    keep = ids != 0
-    order = np.argsort(first[keep])
-    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, np.uint32)
-    lut[ids[keep][order]] = np.arange(1, int(keep.sum()) + 1)
-    if keep.sum() > 65535:
-        raise ValueError(f"{int(keep.sum())} instances do not fit a 16-bit label image")
-    return lut[labels].astype(np.uint16)
