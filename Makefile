@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench lint format clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+# System packages some tests need (headless chromium renders the HTML report); needs root and apt-get, skipped
+# otherwise. Tests never install anything themselves; without these packages they skip and say so.
+system-deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		echo "system-deps: chromium present"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null && \
+		echo "system-deps: chromium installed" || echo "system-deps: installing chromium failed; its test will skip"; \
+	else \
+		echo "system-deps: chromium missing and not installable here (needs root + apt-get); its test will skip"; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

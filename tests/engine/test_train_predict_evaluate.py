@@ -23,7 +23,7 @@ def test_evaluate_reads_the_folder_predict_writes(tmp_path: Path, soft_format: s
     suffix = ".png" if soft_format == "png16" else ".npy"
     assert sorted(p.name for p in preds.glob(f"*_prob{suffix}"))  # predict's own naming: NAME_prob.EXT
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--pred", str(preds), "--gt", str(data), "--split", "test", "--json-out", str(out)]) == 0
+    assert main(["evaluate", "--pred", str(preds), "--data", str(data), "--split", "test", "--json-out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["n_images"] == 6
     assert 0.0 <= res["full"]["ap"] <= 1.0

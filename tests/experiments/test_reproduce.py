@@ -197,6 +197,11 @@ def test_all_steps_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     assert {"avg", "ens_att_v2"} <= set(table["ap"])
     html = (out / "report.html").read_text()
     assert "Table 3 (top)" in html and "data:image/png;base64," in html
+    # every reproduce run writes the headline (best base, avg, featured ensemble; full/head/tail) and shows it first
+    summary = json.loads((out / "summary.json").read_text())["headline"]
+    assert [r["role"] for r in summary["rows"]] == ["best_base", "avg", "ensemble"]
+    assert set(summary["rows"][0]) >= {"method", "full", "head", "tail"} and summary["split"] == "test"
+    assert html.index("Headline") < html.index("Table 3 (top)")
 
 
 @pytest.mark.slow
@@ -226,6 +231,7 @@ def test_demo_command_with_tiny_training(tmp_path: Path, capsys: pytest.CaptureF
     assert code == 0
     assert steps["temporal"]["result"].get("status") != "not_applicable", "synthetic data has a video"
     assert "summary on the synthetic test split" in out and "report:" in out and "demo finished in" in out
+    assert "headline (test split vs GT1" in out and (tmp_path / "demo/summary.json").is_file()
     html = (tmp_path / "demo/report.html").read_text()
     for needle in ("Table 2 (top)", "Table 4: IoU_opt, tail", "Fig. 12", "Fig. 14", "Fig. 6"):
         assert needle in html, needle

@@ -243,3 +243,21 @@ def test_ensembles_have_an_output_bias_to_set(kind: str) -> None:
 
     model = create_ensemble(kind, 3, width=8)
     assert set_output_bias(model, 0.1) == len(output_convs(model)) >= 1
+
+
+@pytest.mark.parametrize("kind", [k for k in list_ensembles() if k != "avg"])
+def test_mask_skip_starts_as_avg_and_still_learns(kind: str) -> None:
+    """mask_skip: the untrained network equals ``avg`` exactly (train and eval mode); gradients reach the layers."""
+    torch.manual_seed(0)
+    model = create_ensemble(kind, 3, width=8, mask_skip=True)
+    avg = create_ensemble("avg", 3)
+    image, masks = torch.rand(2, 1, 20, 28), torch.rand(2, 3, 20, 28)
+    model.eval()
+    assert torch.allclose(model(image, masks), avg(image, masks), atol=1e-5)
+    model.train()
+    logits, aux = split_outputs(model(image, masks))
+    assert torch.allclose(logits, avg(image, masks), atol=1e-5)
+    (logits.square().mean() + sum(a.square().mean() for a in aux)).backward()
+    assert model.final[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="mask_skip"):
+        create_ensemble(kind, 3, mask_skip="yes")

@@ -63,9 +63,18 @@ def test_all_ten_families_registered() -> None:
         "unet3p",
         "uctransnet",
     }
-    mine = {"unet", "fc_densenet", "unet_pp", "att_unet", "sa_unet", "unet3p"}
-    assert mine <= set(MODELS)
-    assert set(MODELS) <= expected
+    assert set(MODELS) == expected and len(MODELS) == 10
+
+
+def test_registry_refuses_a_duplicate_name() -> None:
+    from spermseg.models.registry import register_model
+
+    def other_unet(in_channels: int = 1, out_channels: int = 1, width: int = 8) -> nn.Module:
+        return nn.Conv2d(in_channels, out_channels, 1)
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model("unet")(other_unet)
+    assert create_model("unet", width=4).__class__.__name__ == "UNet"  # the original stays registered
 
 
 def check_train_step(model: nn.Module, size: tuple[int, int]) -> None:

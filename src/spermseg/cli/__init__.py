@@ -2,12 +2,16 @@
 
 Each subcommand module in ``spermseg.cli`` defines:
 
-* ``HELP``: a one-line description,
+* ``HELP``: a one-line description (the ``--help`` description),
+* ``EXAMPLE``: one typical command line (shown under ``--help``),
+* ``OUT_KIND`` (optional): ``"file"`` when ``--out`` names a file (default ``"dir"``); an ``--out`` that cannot be
+  created (an existing file, or a path under a file) is refused before the command starts,
 * ``add_arguments(parser: argparse.ArgumentParser) -> None``,
 * ``run(args: argparse.Namespace) -> int``: a thin wrapper over a typed library function; returns the exit code.
 
 Modules are imported only when their command runs, so ``spermseg --help`` is fast. User errors
-(:class:`spermseg.errors.SpermsegError`) are printed as one line on stderr with exit code 2.
+(:class:`spermseg.errors.SpermsegError`) are printed as one line on stderr with exit code 2; so are operating-system
+errors (disk full, permission denied), which are the user's environment rather than a bug.
 """
 
 from __future__ import annotations
@@ -76,13 +80,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"spermseg: command '{name}' is not available in this version", file=sys.stderr)
             return 2
         raise
+    from spermseg.cli._common import check_out_path, configure_help
+
     sub = argparse.ArgumentParser(prog=f"spermseg {name}", description=getattr(module, "HELP", help_text))
     module.add_arguments(sub)
+    configure_help(sub, getattr(module, "HELP", help_text), getattr(module, "EXAMPLE", None))
     args = sub.parse_args(argv[1:])
     try:
+        if isinstance(getattr(args, "out", None), str | os.PathLike):
+            check_out_path(args.out, "--out", kind=getattr(module, "OUT_KIND", "dir"))
+        check_out_path(getattr(args, "json_out", None), "--json-out", kind="file")
         return int(module.run(args) or 0)
     except SpermsegError as exc:
         print(f"spermseg {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permissions, a path component that is a file: one line, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"spermseg {name}: error: {exc.strerror or exc}{where}; check the path and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"spermseg {name}: interrupted", file=sys.stderr)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from spermseg.cli._common import unit_float
+
 HELP = "pack base models, an ensembling network, normalization and threshold into one directory"
+EXAMPLE = "spermseg bundle --base runs/unet/seed0 runs/att_unet/seed0 --out bundles/avg"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", nargs="*", default=[], metavar="RUN_DIR", help="base-model runs or checkpoints")
     parser.add_argument("--ensemble", default=None, metavar="RUN_DIR", help="ensembling-network run or checkpoint")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="bundle directory to write")
-    parser.add_argument("--threshold", type=float, default=None, help="decision threshold (default: see docs)")
+    parser.add_argument("--threshold", type=unit_float, default=None, help="decision threshold (default: see docs)")
 
 
 def run(args: argparse.Namespace) -> int:

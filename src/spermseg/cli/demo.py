@@ -16,6 +16,7 @@ from pathlib import Path
 from spermseg.cli._common import add_set_argument
 
 HELP = "synthetic data -> small reproduce run -> report (the main job)"
+EXAMPLE = "spermseg demo --out runs/demo"
 
 # The synthetic dataset of the demo: small images so that training and evaluation fit the 10-minute budget on a
 # 2-core CPU (see docs/reproduce.md for the measured time per step).
@@ -57,6 +58,7 @@ def make_data(root: Path, seed: int) -> Path:
     atomic_write_text(synth_cfg, DEMO_SYNTH_CONFIG)
     argv = [
         "synth",
+        "--out",
         str(root),
         "--train",
         str(s["train"]),
@@ -132,6 +134,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'method':<18} {'AP':<17} {'IoU_0.5':<17} {'IoU_opt':<17}")
         for r in rows:
             print(f"{r[0]:<18} {r[1]:<17} {r[2]:<17} {r[3]:<17}")
+    ens = records.get("ensembles")
+    table = (ens.result or {}).get("headline") if ens is not None and ens.finished else None
+    if table:
+        from spermseg.experiments.headline import headline_rows
+
+        heads, hrows = headline_rows(table)
+        print(f"\nheadline ({table['split']} split vs {table['rater']}; also in {out / 'summary.json'}):")
+        print("  ".join(heads))
+        for r in hrows:
+            print("  ".join(r))
     print_summary(records, md, html)
     total = time.perf_counter() - t0
     print(

@@ -27,20 +27,29 @@ import argparse
 import json
 import sys
 
-from spermseg.cli._common import add_set_argument
+from spermseg.cli._common import add_set_argument, positive_int
 
 HELP = "train and evaluate ensembling networks (paper Section 4, Table 3)"
+EXAMPLE = "spermseg ensemble train --cache cache --kind ens_att_v2 --select E3 --out runs/ens_att_v2/seed0"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    sel = sub.add_parser("select", help="print the input selections E1-E4 of a mask cache")
+    sel = sub.add_parser(
+        "select",
+        help="print the input selections E1-E4 of a mask cache",
+        epilog="example:\n  spermseg ensemble select --cache cache --rank-on val",
+    )
     sel.add_argument("--cache", required=True, metavar="CACHE", help="mask cache (spermseg masks)")
     _rank_arg(sel)
     sel.add_argument("--json", action="store_true", help="print the selections as JSON")
 
-    tr = sub.add_parser("train", help="train one ensembling network on cached soft masks")
+    tr = sub.add_parser(
+        "train",
+        help="train one ensembling network on cached soft masks",
+        epilog="example:\n  spermseg ensemble train --cache cache --kind ens_att_v2 --select E3 --out runs/ens/seed0",
+    )
     tr.add_argument("--cache", required=True, metavar="CACHE", help="in-sample mask cache (spermseg masks)")
     tr.add_argument("--kind", required=True, help="ens_s, ens_is, ens_concat, ens_att_v1 or ens_att_v2")
     tr.add_argument(
@@ -71,14 +80,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(warns; default: refuse, since selection and threshold would be optimistic)",
     )
 
-    oof = sub.add_parser("oof", help="build the out-of-fold mask cache of a selection (k-fold cross-fitting)")
+    oof = sub.add_parser(
+        "oof",
+        help="build the out-of-fold mask cache of a selection (k-fold cross-fitting)",
+        epilog="example:\n  spermseg ensemble oof --cache cache --select E3 --folds 5",
+    )
     oof.add_argument("--cache", required=True, metavar="CACHE", help="in-sample mask cache (spermseg masks)")
     oof.add_argument("--select", default="E3", help="E1-E4 or comma-separated model ids/architectures (default: E3)")
     _rank_arg(oof)
     _oof_args(oof)
     oof.add_argument("--device", default="auto", help="device for the fold models' predictions (default: auto)")
 
-    ev = sub.add_parser("eval", help="evaluate avg and trained ensembles against the base models (Table 3)")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate avg and trained ensembles against the base models (Table 3)",
+        epilog="example:\n  spermseg ensemble eval --cache cache --runs runs/ens/seed0 --out table3",
+    )
     ev.add_argument("--cache", required=True, metavar="CACHE", help="in-sample mask cache")
     ev.add_argument("--runs", nargs="*", default=[], metavar="RUN_DIR", help="ensemble run directories")
     ev.add_argument("--data", metavar="ROOT", help="dataset root (default: the one recorded in the cache)")
@@ -87,13 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--rater", default=None, help="reference rater (default: the split's first, GT1)")
     ev.add_argument("--mode", choices=("fast", "exact"), default="fast", help="metric computation (default: fast)")
     ev.add_argument("--device", default="auto", help="device for ensemble inference (default: auto)")
-    ev.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: 4)")
+    ev.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass (default: 4)")
     ev.add_argument("--out", required=True, metavar="DIR", help="output folder for table3.md/json, evaluation.json")
     ev.add_argument("--json", action="store_true", help="print table3.json on stdout instead of Markdown")
 
 
 def _oof_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--folds", type=int, default=5, help="folds for out-of-fold stacking (default: 5)")
+    parser.add_argument("--folds", type=positive_int, default=5, help="folds for out-of-fold stacking (default: 5)")
     parser.add_argument("--fold-seed", type=int, default=0, help="fold-assignment seed (default: 0)")
     parser.add_argument(
         "--oof-test",

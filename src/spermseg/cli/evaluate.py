@@ -1,20 +1,23 @@
 """``spermseg evaluate``: score a folder of soft masks against a rater or an aggregate of raters.
 
 Examples:
-    spermseg evaluate --pred preds/ --gt data/segsperm --split test
-    spermseg evaluate --pred preds/ --gt data/segsperm --split test_small --rater majority --json
-    spermseg evaluate --pred preds/ --gt data/segsperm --exact --per-image --json-out eval.json
-    spermseg evaluate --instances --pred preds/ --gt data/spermparsing --split test     (PQ, SQ, RQ, COCO AP)
-    spermseg evaluate --target parts --pred preds/ --gt data/spermparsing --split test  (IoU per part, mIoU)
+    spermseg evaluate --pred preds/ --data data/segsperm --split test
+    spermseg evaluate --pred preds/ --data data/segsperm --split test_small --rater majority --json
+    spermseg evaluate --pred preds/ --data data/segsperm --exact --per-image --json-out eval.json
+    spermseg evaluate --instances --pred preds/ --data data/spermparsing --split test     (PQ, SQ, RQ, COCO AP)
+    spermseg evaluate --target parts --pred preds/ --data data/spermparsing --split test  (IoU per part, mIoU)
+
+``--gt`` is the old name of ``--data`` (hidden, kept for one release).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from spermseg.cli._common import add_json_arguments, emit_json
+from spermseg.cli._common import add_alias, add_json_arguments, emit_json, require
 
 HELP = "score soft masks against a rater or an aggregate (AP, IoU, IoU', Brier); instances (PQ) and parts (mIoU)"
+EXAMPLE = "spermseg evaluate --pred preds/ --data data/segsperm --split test"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="one soft mask per image, named like the image (.npy float32, 16-bit or 8-bit PNG)",
     )
-    parser.add_argument("--gt", required=True, metavar="ROOT", help="dataset folder with the reference masks")
+    parser.add_argument(
+        "--data", default=None, metavar="ROOT", help="dataset folder with the reference masks (required)"
+    )
+    add_alias(parser, "--gt", dest="data")
     parser.add_argument("--split", default="test", help="split to score (default: test)")
     parser.add_argument(
         "--rater",
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = evaluate_directory(
             args.pred,
-            args.gt,
+            require(args, "data", "--data", "data/segsperm"),
             split=args.split,
             rater=args.rater,
             kernels=tuple(args.kernel),
@@ -90,10 +96,14 @@ def _run_labels(args: argparse.Namespace) -> int:
     from spermseg.evaluation.instances import evaluate_instances, evaluate_parts, format_instances, format_parts
 
     if args.instances:
-        res = evaluate_instances(args.pred, args.gt, split=args.split, rater=args.rater)
+        res = evaluate_instances(
+            args.pred, require(args, "data", "--data", "data/spermparsing"), split=args.split, rater=args.rater
+        )
         text = format_instances(res)
     else:
-        res = evaluate_parts(args.pred, args.gt, split=args.split, rater=args.rater)
+        res = evaluate_parts(
+            args.pred, require(args, "data", "--data", "data/spermparsing"), split=args.split, rater=args.rater
+        )
         text = format_parts(res)
     if not args.per_image_list:
         res.pop("images", None)

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import argparse
 
+from spermseg.cli._common import positive_int
+
 HELP = "export a model bundle to ONNX (dynamic batch and spatial size) and check parity with PyTorch"
+OUT_KIND = "file"
+EXAMPLE = "spermseg export --model bundles/avg --out avg.onnx --check"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="bundle directory, run directory or checkpoint")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset version")
+    parser.add_argument(
+        "--opset", type=positive_int, default=18, help="ONNX opset version, 18 or newer (the exporter's minimum)"
+    )
     parser.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch on random images")
 
 

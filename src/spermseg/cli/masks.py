@@ -2,8 +2,11 @@
 
 Example::
 
-    spermseg masks --models runs/att_unet_s0 runs/unet3p_s0 runs/unet_s0 --data DATA --splits train,test --out CACHE
-    spermseg masks --models att=runs/att_unet_s0 ...      # explicit model ids
+    spermseg masks --runs runs/att_unet_s0 runs/unet3p_s0 runs/unet_s0 --data DATA --splits train,test --out CACHE
+    spermseg masks --runs att=runs/att_unet_s0 ...      # explicit model ids
+
+``--models`` is the old name of ``--runs`` (hidden, kept for one release): ``--models`` means model names in the
+other commands.
 
 Re-running skips what is cached; an entry whose checkpoint or data changed is rebuilt (``--force`` rebuilds all).
 See :mod:`spermseg.engine.mask_cache` for the format.
@@ -15,25 +18,28 @@ import argparse
 import sys
 from pathlib import Path
 
+from spermseg.cli._common import add_alias, positive_int, require
 from spermseg.errors import SpermsegError
 
 HELP = "cache the soft masks of trained base models"
+EXAMPLE = "spermseg masks --runs runs/unet/seed0 runs/att_unet/seed0 --data DATA --splits train,test --out cache"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--models",
+        "--runs",
         nargs="+",
-        required=True,
+        default=None,
         metavar="RUN_DIR",
-        help="base-model run directories (or checkpoints); ID=RUN_DIR sets the model id "
+        help="base-model run directories (or checkpoints), required; ID=RUN_DIR sets the model id "
         "(default: the run directory's name)",
     )
+    add_alias(parser, "--models", dest="runs", nargs="+")
     parser.add_argument("--data", required=True, metavar="ROOT", help="dataset root")
     parser.add_argument("--splits", default="train,test", help="comma-separated splits to cache (default: train,test)")
     parser.add_argument("--out", required=True, metavar="CACHE", help="cache directory (created or updated)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: 4)")
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass (default: 4)")
     parser.add_argument("--tta", action="store_true", help="average predictions over flips (test-time augmentation)")
     parser.add_argument(
         "--precision",
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from spermseg.cli._common import emit_json
     from spermseg.engine.mask_cache import build_cache
 
-    paths, ids = parse_models(args.models)
+    paths, ids = parse_models(require(args, "runs", "--runs", "runs/unet/seed0 runs/att_unet/seed0"))
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     if not splits:
         raise SpermsegError("no splits given; use e.g. --splits train,test")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 HELP = "list the registered models with parameter counts and MACs"
+EXAMPLE = "spermseg models unet att_unet --size 512 512"
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,16 +12,40 @@ from __future__ import annotations
 import argparse
 import sys
 
+from spermseg.cli._common import nonneg_int, positive_float, positive_int, unit_float
+
 HELP = "segment images, folders, glob patterns and videos with a trained model, bundle or ONNX export"
+EXAMPLE = "spermseg predict frames/ --model bundles/e3_att_v2 --out preds"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or videos")
     parser.add_argument("--model", required=True, help="bundle directory, run directory, checkpoint or .onnx file")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the model's)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output directory; it may not hold any input, and one that holds an earlier run's results is refused "
+        "unless --overwrite or --append",
+    )
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--overwrite",
+        dest="existing",
+        action="store_const",
+        const="overwrite",
+        default="refuse",
+        help="remove the earlier run's outputs in --out (the files its CSVs list) first",
+    )
+    existing.add_argument(
+        "--append",
+        dest="existing",
+        action="store_const",
+        const="append",
+        help="add to the earlier run's results in --out; an input predicted again replaces its files and rows",
+    )
+    parser.add_argument("--threshold", type=unit_float, default=None, help="decision threshold (default: the model's)")
     parser.add_argument("--soft-format", choices=("png16", "npy"), default="png16", help="soft-mask file format")
-    parser.add_argument("--batch-size", type=int, default=4, help="frames per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="frames per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
@@ -31,9 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="inference precision: auto (bf16 on CUDA, float32 on the CPU; default), fp32 or bf16",
     )
-    parser.add_argument("--tile", type=int, default=0, help="tile size in pixels for large images (0: whole image)")
-    parser.add_argument("--tile-overlap", type=int, default=64, help="overlap between tiles in pixels")
-    parser.add_argument("--pixel-size", type=float, default=None, help="micrometres per pixel, for sperm.csv")
+    parser.add_argument(
+        "--tile", type=nonneg_int, default=0, help="tile size in pixels for large images (0: whole image)"
+    )
+    parser.add_argument(
+        "--tile-overlap", type=nonneg_int, default=64, help="overlap between tiles in pixels, less than --tile"
+    )
+    parser.add_argument("--pixel-size", type=positive_float, default=None, help="micrometres per pixel, for sperm.csv")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay images/videos")
     parser.add_argument(
         "--instances",
@@ -52,12 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spermseg.engine.predict import PredictOptions, predict_inputs
-    from spermseg.errors import SpermsegError
 
-    if args.batch_size < 1 or args.tile < 0:
-        raise SpermsegError("--batch-size must be >= 1 and --tile >= 0")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise SpermsegError(f"--threshold {args.threshold} is outside [0, 1]")
     options = PredictOptions(
         threshold=args.threshold,
         soft_format=args.soft_format,
@@ -74,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         roi=args.roi,
         label_format=args.label_format,
         instance_method=args.instance_method,
+        existing=args.existing,
     )
     summary = predict_inputs(args.model, args.inputs, args.out, options)
     done = summary.n_images + summary.n_frames

@@ -1,4 +1,8 @@
-"""``spermseg reproduce``: the paper's protocol end to end (8 resumable steps) and the report."""
+"""``spermseg reproduce``: the paper's protocol end to end (8 resumable steps) and the report.
+
+``--rerun STEPS`` re-runs finished steps; ``--force STEPS`` is its old name (hidden, kept for one release), since
+``--force`` is a plain on/off flag in the other commands.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import argparse
 import shlex
 from pathlib import Path
 
-from spermseg.cli._common import add_set_argument
+from spermseg.cli._common import add_alias, add_set_argument
 
 HELP = "run the paper's protocol end to end and write the report"
+EXAMPLE = "spermseg reproduce --data data/segsperm --out runs/paper --preset cpu"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated subset of: agreement, normalization, base, ensembles, raters, blur, "
         "qualitative, temporal (default: all; finished steps are skipped)",
     )
-    parser.add_argument("--force", default="", help="comma-separated steps to re-run even when finished")
+    parser.add_argument(
+        "--rerun",
+        default="",
+        metavar="STEPS",
+        help="comma-separated steps to re-run even when finished (default: none)",
+    )
+    add_alias(parser, "--force", dest="rerun")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the preset's)")
     parser.add_argument(
         "--precision",
@@ -103,7 +114,7 @@ def print_summary(records: dict, md: Path, html: Path) -> None:
 def command_line(args: argparse.Namespace) -> str:
     """The command as typed, rebuilt from the parsed flags (``sys.argv`` is the host's when run in-process)."""
     parts = ["spermseg", "reproduce", "--data", str(args.data), "--out", str(args.out), "--preset", args.preset]
-    for flag in ("models", "seeds", "steps", "force", "device", "precision", "config"):
+    for flag in ("models", "seeds", "steps", "rerun", "device", "precision", "config"):
         value = getattr(args, flag)
         if value:
             parts += [f"--{flag}", str(value)]
@@ -129,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     steps = [args.steps] if args.steps else None
     if args.report_only:
         steps = []
-    force = [args.force] if args.force else []
+    force = [args.rerun] if args.rerun else []
     command = command_line(args)
     records, md, html = run_reproduce(cfg, args.out, steps=steps, force=force, command=command)
     print_summary(records, md, html)

@@ -18,6 +18,7 @@ from typing import Any
 from spermseg.errors import DataError
 
 HELP = "mean +- std per model over seeds (paper Table 3)"
+EXAMPLE = "spermseg summarize runs/"
 
 METRICS = ("ap", "iou_0.5", "iou_opt", "t_opt")
 

@@ -4,16 +4,20 @@ Examples:
     spermseg train --data ROOT --model unet --out runs/unet/seed0 --preset cpu
     spermseg train --data ROOT --model unet --out RUN --set optim.lr=3e-4 --set schedule.epochs=50
     torchrun --nproc-per-node 4 -m spermseg train --data ROOT --model att_unet --out RUN
-    spermseg train --data ROOT --ensemble ens_att_v2 --masks CACHE --mask-models unet,att_unet --out RUN
+    spermseg train --data ROOT --kind ens_att_v2 --cache CACHE --mask-models unet,att_unet --out RUN
+
+``--ensemble KIND`` and ``--masks CACHE`` are the old names of ``--kind`` and ``--cache`` (hidden, kept for one
+release): ``--ensemble`` names a run directory in ``spermseg bundle``, ``--cache`` is the mask cache everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from spermseg.cli._common import add_set_argument
+from spermseg.cli._common import add_alias, add_set_argument
 
 HELP = "train one base model or ensembling network (the paper's protocol by default)"
+EXAMPLE = "spermseg train --data data/segsperm --model unet --out runs/unet/seed0 --preset cpu"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,15 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed, 0)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     parser.add_argument(
-        "--ensemble",
+        "--kind",
+        dest="ensemble",
         default=None,
         metavar="KIND",
         help="train an ensembling network of this kind (ens_s, ens_is, ens_concat, ens_att_v1, "
-        "ens_att_v2) on soft masks from --masks",
+        "ens_att_v2) on soft masks from --cache",
     )
+    add_alias(parser, "--ensemble", dest="ensemble")
     parser.add_argument(
-        "--masks", default=None, metavar="CACHE", help="soft-mask cache (spermseg masks) for --ensemble"
+        "--cache", dest="masks", default=None, metavar="CACHE", help="soft-mask cache (spermseg masks) for --kind"
     )
+    add_alias(parser, "--masks", dest="masks")
     parser.add_argument(
         "--mask-models",
         default=None,
@@ -112,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from spermseg.errors import ConfigError
 
     if args.ensemble and not args.masks:
-        raise ConfigError("--ensemble needs --masks CACHE (build it with 'spermseg masks')")
+        raise ConfigError("--kind needs --cache CACHE (formerly --masks; build it with 'spermseg masks')")
     cfg = build_config(args, model=args.model, seed=args.seed)
     out = train(cfg, args.out, resume=args.resume, force=args.force, preset_name=args.preset)  # type: ignore[arg-type]
     emit_json(args, out.result)

@@ -22,6 +22,7 @@ from typing import Any
 from spermseg.errors import ConfigError
 
 HELP = "train a grid of models x seeds, skipping finished runs"
+EXAMPLE = "spermseg train-many --data data/segsperm --models unet,att_unet --seeds 0-4 --out runs --preset cpu"
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -15,7 +15,8 @@ Everything that touches pixels on disk goes through this module, so every reader
   stored as ``.npy`` (exact) or 16-bit PNG (value * 65535, rounded: error <= 7.7e-6).
 
 Formats: PNG (8/16-bit, gray, gray+alpha, palette, RGB, RGBA), TIFF (8/16-bit integer, float32/64, gray or
-colour, first page only), JPEG and BMP. Unreadable, truncated or corrupt files raise
+colour, one page: a multi-page TIFF stack raises a DataError naming the file and its page count rather than
+being read as its first page), JPEG and BMP. Unreadable, truncated or corrupt files raise
 :class:`~spermseg.errors.DataError` naming the file. Pixels are decoded completely (``PIL.Image.load``), so a
 truncated file is detected when it is read, not later in training.
 """
@@ -115,14 +116,32 @@ def _decode(path: Path, *, kind: str) -> np.ndarray:
     return _check_shape(np.ascontiguousarray(arr), path, kind)
 
 
+def _tiff_pages(tif: object) -> int:
+    """Number of full-resolution pages (reduced-resolution thumbnails and previews do not count)."""
+    return sum(1 for page in tif.pages if not getattr(page, "is_reduced", False))  # type: ignore[attr-defined]
+
+
+def _multipage_error(path: Path, kind: str, n_pages: int) -> DataError:
+    # A later version reads stacks whole; until then one page of a stack must never pass for the whole file.
+    return DataError(
+        f"cannot read {kind} {path}: it is a multi-page TIFF ({n_pages} pages) and spermseg reads one image per "
+        "file; save each page as its own file (e.g. ImageJ: Image > Stacks > Stack to Images)"
+    )
+
+
 def _decode_tiff(path: Path, *, kind: str) -> np.ndarray:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
+            n_pages = _tiff_pages(tif)
+            if n_pages > 1:
+                raise _multipage_error(path, kind, n_pages)
             page = tif.pages[0]
             arr = page.asarray()
             planar_separate = arr.ndim == 3 and int(getattr(page, "planarconfig", 1)) == 2
+    except DataError:
+        raise
     except Exception as exc:  # tifffile raises many types (TiffFileError, ValueError, struct.error, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(
@@ -269,7 +288,8 @@ def read_mask(path: PathLike, binarize_threshold: float | None = None) -> np.nda
     if bad is not None:
         raise DataError(
             f"mask {p} is not binary (found {bad}; expected only 0/1 or 0/{int(scale)}); "
-            "pass --binarize-threshold T (e.g. 0.5) to threshold it"
+            "threshold it with --set data.binarize_threshold=T (train, train-many) or --binarize-threshold T "
+            "(data check), T e.g. 0.5"
         )
     return arr != 0
 
@@ -420,6 +440,9 @@ def read_size(path: PathLike) -> tuple[int, int]:
             import tifffile
 
             with tifffile.TiffFile(p) as tif:
+                n_pages = _tiff_pages(tif)
+                if n_pages > 1:
+                    raise _multipage_error(p, "image", n_pages)
                 page = tif.pages[0]
                 return int(page.imagelength), int(page.imagewidth)
         from PIL import Image
@@ -427,6 +450,8 @@ def read_size(path: PathLike) -> tuple[int, int]:
         with Image.open(p) as im:
             w, h = im.size
             return int(h), int(w)
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(
             f"cannot read {p}: not a readable image ({type(exc).__name__}); re-export or remove it"

@@ -2,7 +2,8 @@
 
 Layout of ``MODEL_DIR``::
 
-    bundle.json                      manifest: format, versions, combine rule, threshold, members (+ sha256)
+    bundle.json                      manifest: format, versions, combine rule, threshold, members (+ sha256 of
+                                     weights and sidecars), manifest_sha256 (of the manifest itself)
     base_0_<name>.safetensors/.json  base model checkpoints (weights + sidecar, as written by training)
     ensemble.safetensors/.json       the ensembling network (when combine == "ensemble")
 
@@ -14,10 +15,19 @@ network together with the image). :class:`Predictor` is the whole pipeline as on
 Threshold: the ensemble's (or single model's) validation t_opt from its checkpoint; for an average of several
 models, whose own t_opt was never measured, the mean of the members' t_opt (recorded as such); ``--threshold``
 overrides it.
+
+Loading validates the manifest before any weight is read (:func:`validate_manifest`): its own checksum (so a
+hand-edited threshold or a removed key is caught), the schema, the threshold in [0, 1], known normalizations,
+a consistent combine rule, and member paths that stay inside the bundle. Every problem is one
+:class:`~spermseg.errors.CheckpointError` line naming ``bundle.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -31,8 +41,11 @@ from spermseg import __version__
 from spermseg.errors import CheckpointError
 from spermseg.utils.atomic import atomic_path, atomic_write_json
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: manifest_sha256 and per-member meta_sha256
+READABLE_FORMATS = (1, 2)
 MANIFEST = "bundle.json"
+COMBINES = ("single", "average", "ensemble")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Predictor(nn.Module):
@@ -200,6 +213,8 @@ def create_bundle(
             raise CheckpointError(f"--base {stem} is an ensembling network; pass it with --ensemble")
 
     if threshold is not None:
+        if not (isinstance(threshold, int | float) and 0.0 <= float(threshold) <= 1.0):
+            raise CheckpointError(f"--threshold {threshold} is outside [0, 1]; a probability threshold is needed")
         thr, source = float(threshold), "given"
     elif ens_meta is not None:
         thr, source = float(ens_meta.get("threshold", 0.5)), "ensemble validation t_opt"
@@ -230,6 +245,7 @@ def create_bundle(
         "threshold_source": source,
         "members": members,
     }
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     atomic_write_json(out / MANIFEST, manifest)
     return out
 
@@ -243,6 +259,7 @@ def _copy_member(stem: Path, meta: dict[str, Any], out: Path, name: str, role: s
         "role": role,
         "file": f"{name}.safetensors",
         "sha256": _sha256(out / f"{name}.safetensors"),
+        "meta_sha256": _sha256(out / f"{name}.json"),
         "model": meta["model"],
         "normalization": meta.get("normalization", "minmax"),
         "threshold": meta.get("threshold"),
@@ -291,10 +308,87 @@ def load_predictor(path: str | Path, *, threshold: float | None = None) -> Predi
     return predictor.eval()
 
 
-def read_bundle_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and check ``bundle.json`` (format and spermseg major version)."""
-    import json
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without its own ``manifest_sha256`` key (canonical JSON: sorted keys, no spaces)."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
+
+def _bad(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path / MANIFEST}: {what}; recreate the bundle with 'spermseg bundle'")
+
+
+def _check_member(path: Path, i: int, member: Any, fmt: int) -> None:
+    from spermseg.data.transforms import NORMALIZATIONS
+
+    if not isinstance(member, dict):
+        raise _bad(path, f"member {i} is not an object")
+    need = ("role", "file", "sha256", "model", "normalization") + (("meta_sha256",) if fmt >= 2 else ())
+    missing = [k for k in need if not isinstance(member.get(k), str) or not member.get(k)]
+    if missing:
+        raise _bad(path, f"member {i} lacks {', '.join(missing)} (or it is not a text)")
+    if member["role"] not in ("base", "ensemble"):
+        raise _bad(path, f"member {i} has role '{member['role']}'; expected base or ensemble")
+    for key in ("sha256", "meta_sha256"):
+        if key in member and not _SHA256.fullmatch(str(member[key])):
+            raise _bad(path, f"member {i} has a malformed {key} '{member[key]}' (64 hex digits expected)")
+    if member["normalization"] not in NORMALIZATIONS:
+        raise _bad(path, f"member {i} has unknown normalization '{member['normalization']}' (valid: "
+                         f"{', '.join(NORMALIZATIONS)})")  # fmt: skip
+    rel = Path(member["file"])
+    inside = (path / rel).resolve().parent == path.resolve()
+    if rel.is_absolute() or ".." in rel.parts or len(rel.parts) != 1 or not inside or rel.suffix != ".safetensors":
+        raise _bad(path, f"member {i} file '{member['file']}' is not a .safetensors file inside the bundle")
+
+
+def validate_manifest(manifest: Any, path: str | Path) -> dict[str, Any]:
+    """Check a parsed ``bundle.json``: checksum, schema, ranges, combine rule and member paths.
+
+    Args:
+        manifest: the parsed JSON.
+        path: the bundle directory (for messages and the inside-the-bundle check).
+
+    Returns:
+        The manifest.
+
+    Raises:
+        CheckpointError: one line naming the first problem.
+    """
+    path = Path(path)
+    if not isinstance(manifest, dict):
+        raise _bad(path, "not a JSON object")
+    fmt = manifest.get("format")
+    if fmt not in READABLE_FORMATS:
+        raise CheckpointError(
+            f"{path} has bundle format {fmt}, this spermseg {__version__} reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}; recreate the bundle with this version"
+        )
+    if fmt >= 2:
+        recorded = manifest.get("manifest_sha256")
+        if not isinstance(recorded, str):
+            raise _bad(path, "manifest_sha256 is missing, so the manifest cannot be verified")
+        if recorded != manifest_digest(manifest):
+            raise _bad(path, "checksum mismatch: the manifest was edited or corrupted (to change the threshold, "
+                             "use 'spermseg bundle --threshold' or 'spermseg predict --threshold')")  # fmt: skip
+    thr = manifest.get("threshold")
+    if isinstance(thr, bool) or not isinstance(thr, int | float) or not math.isfinite(thr) or not 0 <= thr <= 1:
+        raise _bad(path, f"threshold {thr!r} is not a probability in [0, 1]")
+    members = manifest.get("members")
+    if not isinstance(members, list) or not members:
+        raise _bad(path, "members is missing or empty")
+    for i, member in enumerate(members):
+        _check_member(path, i, member, int(fmt))
+    roles = [m["role"] for m in members]
+    n_base, n_ens = roles.count("base"), roles.count("ensemble")
+    combine = manifest.get("combine")
+    expected = "ensemble" if n_ens else ("single" if n_base == 1 else "average")
+    if combine not in COMBINES or combine != expected or n_ens > 1 or n_base < 1:
+        raise _bad(path, f"combine '{combine}' does not fit {n_base} base member(s) and {n_ens} ensemble member(s)")
+    return manifest
+
+
+def read_bundle_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and validate ``bundle.json`` (:func:`validate_manifest`) and the spermseg major version."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
@@ -302,11 +396,7 @@ def read_bundle_manifest(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"cannot read {path / MANIFEST}: {exc}; recreate the bundle with 'spermseg bundle'"
         ) from None
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise CheckpointError(
-            f"{path} has bundle format {manifest.get('format')}, this spermseg {__version__} reads format "
-            f"{BUNDLE_FORMAT}; recreate the bundle with this version"
-        )
+    validate_manifest(manifest, path)
     made_with = str(manifest.get("spermseg_version", "?"))
     if made_with.split(".")[0] != __version__.split(".")[0]:
         raise CheckpointError(
@@ -328,12 +418,18 @@ def _load_bundle_dir(path: Path) -> Predictor:
         weights = path / member["file"]
         if not weights.is_file():
             raise CheckpointError(f"bundle {path} lacks {member['file']}; the bundle is incomplete, recreate it")
-        digest = _sha256(weights)
-        if digest != member["sha256"]:
-            raise CheckpointError(
-                f"checksum mismatch for {weights} (bundle says {member['sha256'][:12]}..., file is {digest[:12]}...): "
-                "the file was changed or corrupted; recreate the bundle"
-            )
+        sidecar = weights.with_suffix(".json")
+        for file, key in ((weights, "sha256"), (sidecar, "meta_sha256")):
+            if key not in member:
+                continue  # format 1 bundles have no meta_sha256
+            if not file.is_file():
+                raise CheckpointError(f"bundle {path} lacks {file.name}; the bundle is incomplete, recreate it")
+            digest = _sha256(file)
+            if digest != member[key]:
+                raise CheckpointError(
+                    f"checksum mismatch for {file} (bundle says {member[key][:12]}..., file is {digest[:12]}...): "
+                    "the file was changed or corrupted; recreate the bundle"
+                )
         model = load_model(weights)
         if member["role"] == "ensemble":
             ensemble, ens_norm = model, member["normalization"]

@@ -8,8 +8,10 @@ for ensembles, ``n_masks`` and ``inputs`` (the base-model ids whose soft masks i
 Training state (for resume) lives in ``RUN_DIR/state/``: ``epoch_NNNN.safetensors`` holds every tensor (model
 weights and buffers, optimizer moments, torch RNG states) and ``epoch_NNNN.json`` everything else (optimizer
 hyper-parameters, scheduler, NumPy and Python RNG states, epoch, history). ``state/latest.json`` names the newest
-complete pair and is replaced atomically last, so a kill at any moment leaves a consistent state. Nothing is ever
-unpickled.
+complete pair and is replaced atomically last, so a kill at any moment leaves a consistent state. The epoch JSON
+records the size and sha256 of its ``.safetensors`` file and ``latest.json`` the sha256 of the epoch JSON, so a
+state changed on disk (a flipped bit, a truncated copy) is refused on resume instead of resuming silently. Nothing
+is ever unpickled.
 """
 
 from __future__ import annotations
@@ -309,18 +311,41 @@ def save_training_state(
     info = {
         "format": FORMAT_VERSION,
         "epoch": epoch,
+        "tensors_bytes": stem.with_suffix(".safetensors").stat().st_size,
+        "tensors_sha256": _file_sha256(stem.with_suffix(".safetensors")),
         "optimizer": {"param_groups": _jsonable(opt["param_groups"]), "scalars": opt_scalars},
         "scheduler": _jsonable(scheduler.state_dict()) if scheduler is not None else None,
         "rng": rng_info,
         "extra": dict(extra or {}),
     }
     atomic_write_json(stem.with_suffix(".json"), info)
-    atomic_write_json(state_dir / "latest.json", {"epoch": epoch, "stem": stem.name})  # the commit point
+    pointer = {"epoch": epoch, "stem": stem.name, "json_sha256": _file_sha256(stem.with_suffix(".json"))}
+    atomic_write_json(state_dir / "latest.json", pointer)  # the commit point
     for old in sorted(state_dir.glob("epoch_*.json"))[:-keep] if keep > 0 else []:
         if old.stem != stem.name:
             old.unlink(missing_ok=True)
             old.with_suffix(".safetensors").unlink(missing_ok=True)
     return stem
+
+
+def _file_sha256(path: Path) -> str:
+    from spermseg.engine.mask_cache import file_sha256
+
+    return file_sha256(path)
+
+
+def _verify(path: Path, sha256: str | None, size: int | None) -> None:
+    """Compare a state file with its recorded size and sha256 (states written before checksums: not checked)."""
+    if size is not None and path.stat().st_size != int(size):
+        raise CheckpointError(
+            f"training state {path} has {path.stat().st_size} bytes, {size} were written (truncated or replaced); "
+            "rerun with --force to start over"
+        )
+    if sha256 is not None and _file_sha256(path) != sha256:
+        raise CheckpointError(
+            f"training state {path} does not match its recorded sha256 (changed or corrupted on disk); rerun with "
+            "--force to start over"
+        )
 
 
 def has_training_state(run_dir: str | Path) -> bool:
@@ -343,9 +368,11 @@ def load_training_state(
     try:
         pointer = json.loads((state_dir / "latest.json").read_text())
         stem = state_dir / pointer["stem"]
+        _verify(stem.with_suffix(".json"), pointer.get("json_sha256"), None)
         info = json.loads(stem.with_suffix(".json").read_text())
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"cannot read training state in {state_dir}: {exc}; rerun with --force") from None
+    _verify(stem.with_suffix(".safetensors"), info.get("tensors_sha256"), info.get("tensors_bytes"))
     tensors = _load_tensors(stem.with_suffix(".safetensors"))
 
     model_t = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}

@@ -9,8 +9,10 @@ over every image at each ensemble epoch would be wasteful, so ``spermseg masks``
   the sha256 of its ``.safetensors`` file, architecture, normalization, threshold, the spermseg version, and per
   (model, split) entry the file, the fingerprint it was computed on, and scores against the first rater.
 
-Re-running skips entries whose checkpoint hash and data fingerprint still match; a stale entry (checkpoint
-retrained, data changed, TTA setting changed) is rebuilt. Every file is written atomically and the manifest is
+Re-running skips entries whose checkpoint hash and data fingerprint still match and whose file still has the
+recorded size and sha256; a stale entry (checkpoint retrained, data changed, TTA setting changed) or a broken one
+(file truncated, replaced or corrupted) is rebuilt. Readers verify the same size and sha256 before they use an
+entry and raise a one-line DataError for a broken one. Every file is written atomically and the manifest is
 rewritten after each entry, so a killed build keeps what it finished.
 
 The same format holds out-of-fold masks (``spermseg.experiments.stacking``): such a cache simply has different
@@ -155,6 +157,10 @@ def load_manifest(cache_dir: str | Path, *, missing_ok: bool = False) -> dict[st
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"corrupt mask cache manifest {path}: {exc}; delete the cache and rebuild it") from None
+    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("splits", "models")):
+        raise DataError(
+            f"corrupt mask cache manifest {path}: 'splits'/'models' missing; delete the cache and rebuild it"
+        )
     if manifest.get("format") != CACHE_FORMAT:
         raise DataError(
             f"mask cache {path} has format {manifest.get('format')}, this spermseg reads {CACHE_FORMAT}; rebuild it"
@@ -223,12 +229,15 @@ def write_entry(
     with atomic_path(path) as tmp:
         np.save(tmp, stored)
     entry = {
-        "file": str(path.relative_to(cache_dir)),
-        "dtype": np.dtype(MASK_DTYPE).name,
         "data_fingerprint": manifest["splits"][split]["fingerprint"],
         "spermseg_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **provenance,
+        # after the provenance: a copied entry's checksums must describe this file
+        "file": str(path.relative_to(cache_dir)),
+        "dtype": np.dtype(MASK_DTYPE).name,
+        "bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
     }
     manifest["models"][model_id].setdefault("entries", {})[split] = entry
     save_manifest(cache_dir, manifest)
@@ -280,6 +289,29 @@ def score_masks(probs: np.ndarray, refs: Sequence[np.ndarray], *, mode: str = "f
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def entry_problem(cache_dir: Path, entry: dict[str, Any], shape: Sequence[int]) -> str | None:
+    """Why a cache entry's file cannot be used (missing, wrong size or checksum, unreadable), or None when sound.
+
+    Entries written before checksums were recorded are checked by their ``.npy`` header (shape and dtype).
+    """
+    path = cache_dir / str(entry.get("file", ""))
+    if not entry.get("file") or not path.is_file():
+        return "the file is missing"
+    if "bytes" in entry and path.stat().st_size != entry["bytes"]:
+        return f"{path.stat().st_size} bytes instead of {entry['bytes']} (truncated or replaced)"
+    if "sha256" in entry:
+        if file_sha256(path) != entry["sha256"]:
+            return "its sha256 differs from the manifest's (corrupted or replaced)"
+        return None
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        return f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if tuple(arr.shape) != tuple(shape) or arr.dtype != MASK_DTYPE:
+        return f"shape {tuple(arr.shape)} {arr.dtype} instead of {tuple(shape)} {np.dtype(MASK_DTYPE).name}"
+    return None
+
+
 def _entry_is_fresh(
     cache_dir: Path, manifest: dict[str, Any], model_id: str, split: str, sha: str, tta: bool, precision: str = "fp32"
 ) -> bool:
@@ -291,7 +323,7 @@ def _entry_is_fresh(
         and entry.get("data_fingerprint") == manifest["splits"][split]["fingerprint"]
         and bool(entry.get("tta")) == bool(tta)
         and entry.get("precision", "fp32") == precision
-        and (cache_dir / entry["file"]).is_file()
+        and entry_problem(cache_dir, entry, manifest["splits"][split]["shape"]) is None
     )
 
 
@@ -528,13 +560,22 @@ def load_cached_masks(
                 f"cached masks of '{model_id}' on '{split}' in {cache_dir} are stale (data changed); rerun "
                 "'spermseg masks' to rebuild them"
             )
-        path = cache_dir / entry["file"]
-        if not path.is_file():
-            raise DataError(f"cached mask file {path} is missing; rerun 'spermseg masks' to rebuild it")
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        if arr.shape != (n, h, w):
-            raise DataError(f"cached mask file {path} has shape {arr.shape}, expected {(n, h, w)}; rebuild the cache")
-        out[:, j] = arr
+        path = cache_dir / str(entry.get("file", ""))
+        problem = entry_problem(cache_dir, entry, (n, h, w))
+        if problem is not None:
+            raise DataError(
+                f"cached masks of '{model_id}' on '{split}' ({path}) are broken: {problem}; rerun 'spermseg masks' "
+                "with the same runs (it rebuilds broken entries)"
+            )
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if arr.shape != (n, h, w):
+                raise ValueError(f"shape {arr.shape}, expected {(n, h, w)}")
+            out[:, j] = arr
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(
+                f"cached mask file {path} is unreadable ({exc}); rerun 'spermseg masks' to rebuild it"
+            ) from None
     return list(info["names"]), out
 
 

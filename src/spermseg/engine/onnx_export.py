@@ -20,6 +20,23 @@ import numpy as np
 from spermseg.errors import CheckpointError, SpermsegError
 
 MAX_SIDE = 8192
+MIN_OPSET = 18  # torch.onnx's dynamo exporter writes opset 18 at least: a lower request was silently ignored
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter cannot write (below :data:`MIN_OPSET` or newer than the installed onnx).
+
+    Raises:
+        SpermsegError: naming the valid range.
+    """
+    import onnx
+
+    newest = int(onnx.defs.onnx_opset_version())
+    if not MIN_OPSET <= int(opset) <= newest:
+        raise SpermsegError(
+            f"--opset {opset} cannot be exported: use {MIN_OPSET} to {newest} (torch.onnx writes opset "
+            f">= {MIN_OPSET}; the installed onnx {onnx.__version__} knows up to {newest})"
+        )
 
 
 def export_onnx(model: str | Path, out: str | Path, *, opset: int = 18) -> Path:
@@ -41,6 +58,7 @@ def export_onnx(model: str | Path, out: str | Path, *, opset: int = 18) -> Path:
     from spermseg.engine.bundle import load_predictor
     from spermseg.utils.atomic import atomic_path
 
+    check_opset(opset)
     predictor = load_predictor(model).float().eval()
     divisor = predictor.divisor
     sample = torch.rand(1, 1, 2 * divisor, 2 * divisor, generator=torch.Generator().manual_seed(0))
@@ -61,6 +79,11 @@ def export_onnx(model: str | Path, out: str | Path, *, opset: int = 18) -> Path:
                 f"ONNX export of {model} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
             ) from exc
         proto = program.model_proto
+        written = next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        if written != int(opset):
+            raise SpermsegError(
+                f"the ONNX exporter wrote opset {written} instead of the requested {opset}; use --opset {written}"
+            )
         meta = {
             "spermseg_version": __version__,
             "spermseg_threshold": str(predictor.threshold),

@@ -14,11 +14,24 @@ Outputs in ``OUT`` for an input ``NAME``:
     NAME_instances.png|.tif         with ``instances``: one id per sperm (= sperm.csv's sperm_id)
     NAME_parts.png|.tif, NAME_rois.zip   part codes (part networks), ImageJ ROIs (``roi``); see label_outputs
 Video frames go to ``OUT/NAME/frame_000000_{prob,mask}.png``.
+
+An output folder is never shared by accident (:func:`prepare_out`):
+
+* an ``OUT`` that is an input folder or holds any input is refused, so no output can replace an input and a
+  second run never reads the first run's outputs as inputs;
+* an ``OUT`` that holds an earlier run's results is refused unless ``existing="overwrite"`` (that run's outputs,
+  the files its CSVs list, are removed first) or ``existing="append"`` (rows are added; an input predicted again
+  replaces its earlier files and rows);
+* a lock file (``OUT/.spermseg-predict.lock``, created with ``O_EXCL``) makes a concurrent second run fail.
+
+The CSVs list exactly the files beside them: each frame's files are written atomically first, then its
+``sperm.csv`` rows, then its ``predictions.csv`` row (the commit point), each row block with one ``write``
+call. A run killed in between leaves at most one frame's files without a row (and hidden temporary files);
+``overwrite``/``append`` remove those before they start.
 """
 
 from __future__ import annotations
 
-import csv
 import glob
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,13 +41,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from spermseg.engine.predict_outputs import (
+    LOCK_NAME,
+    PREDICTION_COLUMNS,
+    _CsvWriter,
+    _sperm_columns,
+    check_out_holds_no_input,
+    prepare_out,
+)
 from spermseg.errors import DataError, SpermsegError
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
-PREDICTION_COLUMNS = (
-    "input", "frame", "height", "width", "threshold", "foreground_px", "mean_prob", "n_sperm",
-    "soft_mask", "binary_mask", "overlay",
-)  # fmt: skip
 
 
 @dataclass
@@ -57,6 +74,36 @@ class PredictOptions:
     roi: bool = False  # also an ImageJ ROI zip per image
     label_format: Literal["png", "tif"] = "png"
     instance_method: str = "skeleton"
+    existing: Literal["refuse", "overwrite", "append"] = "refuse"  # when OUT holds an earlier run's results
+
+
+def validate_options(options: PredictOptions) -> None:
+    """Reject impossible option values before any model or input is read.
+
+    Raises:
+        SpermsegError: one line naming the flag.
+    """
+    if options.batch_size < 1:
+        raise SpermsegError(f"--batch-size must be >= 1, got {options.batch_size}")
+    if options.tile < 0:
+        raise SpermsegError(f"--tile must be >= 0 (0: whole images), got {options.tile}")
+    if options.tile and not 0 <= options.tile_overlap < options.tile:
+        # overlap >= tile makes the stride 1 pixel (hundreds of times more tiles); a negative one leaves pixels
+        # that no tile covers (0/0 = NaN in the blend)
+        raise SpermsegError(
+            f"--tile-overlap must be in [0, --tile) = [0, {options.tile}), got {options.tile_overlap}; "
+            f"e.g. --tile-overlap {options.tile // 8}"
+        )
+    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
+        raise SpermsegError(f"--threshold {options.threshold} is outside [0, 1]")
+    if options.pixel_size is not None and not 0.0 < options.pixel_size < float("inf"):
+        raise SpermsegError(
+            f"--pixel-size must be a positive number of micrometres per pixel, got {options.pixel_size}"
+        )
+    if options.soft_format not in ("png16", "npy"):
+        raise SpermsegError(f"unknown soft-mask format '{options.soft_format}'; use png16 or npy")
+    if options.existing not in ("refuse", "overwrite", "append"):
+        raise SpermsegError(f"unknown existing-output rule '{options.existing}'; use refuse, overwrite or append")
 
 
 @dataclass
@@ -108,22 +155,6 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     if not files:
         raise DataError("nothing to predict: give image files, folders, glob patterns or videos")
     return list(dict.fromkeys(files))
-
-
-def _output_names(files: Sequence[Path]) -> list[str]:
-    """A unique output name per input: the file stem, with the parent folder prefixed where stems collide."""
-    stems = [f.stem for f in files]
-    out = []
-    for f, stem in zip(files, stems):
-        out.append(f"{f.parent.name}_{stem}" if stems.count(stem) > 1 else stem)
-    seen: dict[str, int] = {}
-    for i, name in enumerate(out):
-        if name in seen:
-            seen[name] += 1
-            out[i] = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 0
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -253,30 +284,6 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]
     return rgb.astype(np.uint8)
 
 
-class _CsvWriter:
-    """Append rows to a CSV, flushing each, so an interrupted run keeps every finished row."""
-
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
-        self._fh = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
-        self._writer = csv.DictWriter(self._fh, fieldnames=list(columns), extrasaction="ignore")
-        self._writer.writeheader()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-def _sperm_columns() -> list[str]:
-    from dataclasses import fields
-
-    from spermseg.engine.morphometry import SpermMeasurement
-
-    return ["input", "frame", *[f.name for f in fields(SpermMeasurement)]]
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,7 +300,7 @@ def _frames_of(path: Path, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
 
 
 class _Outputs:
-    """Writes one frame's files and CSV rows as soon as the frame is done."""
+    """Writes one frame's files and CSV rows as soon as the frame is done (files first, the row last)."""
 
     def __init__(self, out: Path, options: PredictOptions, threshold: float) -> None:
         self.out, self.options, self.threshold = out, options, threshold
@@ -325,12 +332,12 @@ class _Outputs:
             rgb = overlay_rgb(image, mask)
             if video is not None:
                 video.write(rgb)
-                overlay = str(video.path.relative_to(self.out))
+                overlay = video.path.relative_to(self.out).as_posix()
             else:
                 target = stem.with_name(stem.name + "_overlay.png")
                 with atomic_path(target) as tmp:
                     cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                overlay = str(target.relative_to(self.out))
+                overlay = target.relative_to(self.out).as_posix()
         opt = self.options
         labels = write_label_outputs(
             stem, mask, parts, instances=opt.instances, roi=opt.roi, label_format=opt.label_format,
@@ -340,9 +347,8 @@ class _Outputs:
             instances = measure_sperm(labels, parts, opt.pixel_size)
         else:
             instances = measure_instances(mask, opt.pixel_size, min_area=opt.min_area)
-        for m in instances:
-            self.sperm.write({"input": str(source), "frame": index, **m.as_dict()})
-        self.rows.write(
+        self.sperm.write(*({"input": str(source), "frame": index, **m.as_dict()} for m in instances))
+        self.rows.write(  # the commit point of this frame
             {
                 "input": str(source),
                 "frame": index,
@@ -352,8 +358,8 @@ class _Outputs:
                 "foreground_px": int(mask.sum()),
                 "mean_prob": round(float(prob.mean()), 6),
                 "n_sperm": len(instances),
-                "soft_mask": str(soft_path.relative_to(self.out)),
-                "binary_mask": str(mask_path.relative_to(self.out)),
+                "soft_mask": soft_path.relative_to(self.out).as_posix(),
+                "binary_mask": mask_path.relative_to(self.out).as_posix(),
                 "overlay": overlay,
             }
         )
@@ -376,53 +382,63 @@ def predict_inputs(
     Args:
         model: a bundle directory, a run directory, a checkpoint, or an exported ``.onnx`` file.
         inputs: image files, folders, glob patterns or videos.
-        out: output directory (created).
+        out: output directory (created); see :func:`prepare_out` for a folder that holds results.
         options: see :class:`PredictOptions`.
-        progress_bar: False to disable the bar (default: shown on a terminal).
+        progress_bar: False to disable progress (default: a bar on a terminal, a line per 10 % of files otherwise).
 
     Returns:
         A :class:`PredictSummary`. A file that cannot be read (corrupt, unsupported) is listed in
         ``summary.failed`` and skipped; the others are processed.
+
+    Raises:
+        SpermsegError: bad options, missing inputs, a model that cannot be loaded, or an ``out`` the rule refuses.
     """
     from spermseg.engine.video import VideoWriter, is_video, video_info
+    from spermseg.utils.lock import exclusive_lock
     from spermseg.utils.progress import progress
 
     options = options or PredictOptions()
+    validate_options(options)
     files = collect_inputs(inputs)
     out = Path(out)
+    check_out_holds_no_input(inputs, files, out)
+    fn, threshold = build_batch_fn(model, options)  # a model that cannot be loaded fails before OUT is touched
     out.mkdir(parents=True, exist_ok=True)
-    fn, threshold = build_batch_fn(model, options)
     summary = PredictSummary(out=out)
-    outputs = _Outputs(out, options, threshold)
-    start = time.perf_counter()
-    bar = progress(total=len(files), desc="predict", unit="file", disable=progress_bar is False)
-    try:
-        for path, name in zip(files, _output_names(files)):
-            writer = None
-            try:
-                if is_video(path):
-                    info = video_info(path)
-                    (out / name).mkdir(exist_ok=True)
-                    if options.overlay:
-                        writer = VideoWriter(out / f"{name}_overlay.mp4", info.fps, (info.height, info.width))
-                for first, frames in _frames_of(path, options.batch_size):
-                    for j, (image, prob) in enumerate(zip(frames, fn(frames))):
-                        stem = out / name / f"frame_{first + j:06d}" if is_video(path) else out / name
-                        outputs.write_frame(path, stem, first + j, image, prob, writer)
-                        if is_video(path):
-                            summary.n_frames += 1
-                        else:
-                            summary.n_images += 1
-                    done = summary.n_images + summary.n_frames
-                    bar.set_postfix(frames_per_s=f"{done / (time.perf_counter() - start):.1f}")
-            except SpermsegError as exc:
-                summary.failed.append((str(path), str(exc)))
-            finally:
-                if writer is not None:
-                    writer.close()
-            bar.update(1)
-    finally:
-        bar.close()
-        outputs.close()
-        summary.seconds = time.perf_counter() - start
+    with exclusive_lock(out / LOCK_NAME, f"spermseg predict into {out}"):
+        names = prepare_out(out, inputs, files, options)
+        outputs = _Outputs(out, options, threshold)
+        start = time.perf_counter()
+        bar = progress(
+            total=len(files), desc="predict", unit="file", disable=None if progress_bar is None else not progress_bar
+        )
+        try:
+            for path, name in zip(files, names):
+                writer = None
+                try:
+                    if is_video(path):
+                        info = video_info(path)
+                        (out / name).mkdir(exist_ok=True)
+                        if options.overlay:
+                            writer = VideoWriter(out / f"{name}_overlay.mp4", info.fps, (info.height, info.width))
+                    for first, frames in _frames_of(path, options.batch_size):
+                        for j, (image, prob) in enumerate(zip(frames, fn(frames))):
+                            stem = out / name / f"frame_{first + j:06d}" if is_video(path) else out / name
+                            outputs.write_frame(path, stem, first + j, image, prob, writer)
+                            if is_video(path):
+                                summary.n_frames += 1
+                            else:
+                                summary.n_images += 1
+                        done = summary.n_images + summary.n_frames
+                        bar.set_postfix(frames_per_s=f"{done / (time.perf_counter() - start):.1f}")
+                except SpermsegError as exc:
+                    summary.failed.append((str(path), str(exc)))
+                finally:
+                    if writer is not None:
+                        writer.close()
+                bar.update(1)
+        finally:
+            bar.close()
+            outputs.close()
+            summary.seconds = time.perf_counter() - start
     return summary

@@ -698,7 +698,9 @@ def train(
         n_masks = 0 if train_data.masks is None else int(train_data.masks.shape[1])
         model = build_model(cfg, n_masks)
         parts = cfg.data.target == "parts"
-        if cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0 and not parts:
+        # A mask-skip ensemble starts as 'avg' (zero last layer): a prior bias would move it off that start.
+        skip = getattr(model, "mask_skip", False)
+        if cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0 and not parts and not skip:
             from spermseg.models.blocks import set_output_bias
 
             set_output_bias(model, dev_data.prior)

@@ -94,32 +94,93 @@ def iter_video_batches(path: str | Path, batch_size: int = 8) -> Iterator[tuple[
 
 
 class VideoWriter:
-    """Write RGB uint8 frames (H, W, 3) to an MP4 (``mp4v``) or AVI (``MJPG``) file.
+    """Write RGB uint8 frames (H, W, 3) to an H.264 MP4 (browsers play it) or a Motion-JPEG AVI.
 
-    Closing (also on an exception or interrupt, as a context manager) finalizes the container, so frames
-    written before an interruption stay playable.
+    MP4 goes through imageio-ffmpeg's bundled FFmpeg with ``libx264``, ``yuv420p`` (the pixel format browsers and
+    QuickTime decode) and ``+faststart`` (the index at the front, so playback starts before the download ends).
+    yuv420p needs even sides, so an odd-sized frame gets one replicated row/column at the bottom/right rather
+    than being rescaled. AVI (``MJPG``) uses OpenCV.
+
+    The file is written under a hidden temporary name and renamed onto ``path`` when closed (also on an exception
+    or interrupt, as a context manager), so ``path`` is never a truncated video: a killed run leaves only the
+    hidden temporary file.
     """
 
-    def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
-        import cv2
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], *, crf: int = 18) -> None:
+        import tempfile
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-        height, width = size
-        self._writer = cv2.VideoWriter(str(self.path), fourcc, float(fps), (int(width), int(height)))
-        if not self._writer.isOpened():
-            raise DataError(f"cannot write video {self.path}: no encoder for {self.path.suffix}; use .mp4 or .avi")
+        height, width = int(size[0]), int(size[1])
+        self.size = (height, width)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+        import os
+
+        os.close(fd)
+        self._tmp = Path(tmp)
         self.frames = 0
+        self._closed = False
+        if self.path.suffix.lower() == ".avi":
+            import cv2
+
+            self._ffmpeg = None
+            self._cv = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (width, height))
+            if not self._cv.isOpened():
+                self._tmp.unlink(missing_ok=True)
+                raise DataError(f"cannot write video {self.path}: no MJPG encoder; use .mp4")
+            return
+        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+            self._tmp.unlink(missing_ok=True)
+            raise DataError(f"cannot write video {self.path}: unsupported suffix {self.path.suffix}; use .mp4 or .avi")
+        import imageio_ffmpeg
+
+        self._cv = None
+        self._even = (height + height % 2, width + width % 2)
+        self._ffmpeg = imageio_ffmpeg.write_frames(
+            str(self._tmp),
+            (self._even[1], self._even[0]),
+            fps=float(fps),
+            codec="libx264",
+            pix_fmt_in="rgb24",
+            pix_fmt_out="yuv420p",
+            quality=None,
+            macro_block_size=1,  # no rescaling: the frame is padded to even sides above
+            ffmpeg_log_level="error",
+            output_params=["-crf", str(crf), "-preset", "veryfast", "-movflags", "+faststart"],
+        )
+        self._ffmpeg.send(None)  # start the encoder
 
     def write(self, rgb: np.ndarray) -> None:
-        import cv2
+        """Append one RGB uint8 frame (H, W, 3) of the size given at construction."""
+        frame = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if frame.shape[:2] != self.size:
+            raise DataError(f"video {self.path}: frame of size {frame.shape[:2]}, expected {self.size}")
+        if self._cv is not None:
+            import cv2
 
-        self._writer.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+            self._cv.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        else:
+            pad = ((0, self._even[0] - self.size[0]), (0, self._even[1] - self.size[1]), (0, 0))
+            self._ffmpeg.send(np.ascontiguousarray(np.pad(frame, pad, mode="edge")) if any(p[1] for p in pad[:2])
+                              else frame)  # fmt: skip
         self.frames += 1
 
     def close(self) -> None:
-        self._writer.release()
+        """Finish the container and move it onto :attr:`path` (a video without frames is not kept)."""
+        if self._closed:
+            return
+        self._closed = True
+        import os
+
+        try:
+            if self._cv is not None:
+                self._cv.release()
+            else:
+                self._ffmpeg.close()
+            if self.frames:
+                os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -128,3 +189,15 @@ class VideoWriter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def video_codec(path: str | Path) -> str:
+    """The codec name of a video's first stream as FFmpeg reports it (e.g. ``h264``), for checks and tests."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        meta = next(reader)
+    finally:
+        reader.close()
+    return str(meta.get("codec", "")).split(" ")[0]

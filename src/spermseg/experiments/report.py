@@ -603,6 +603,21 @@ def write_report(
     sections = build_sections(recs, ctx)
 
     header: list[Table | Figure | str] = []
+    table = (results.get("ensembles") or {}).get("headline")
+    if table:
+        from spermseg.experiments.headline import headline_rows
+
+        heads, rows = headline_rows(table)
+        header.append(
+            Table(
+                f"Headline: the best base model, avg and the featured ensemble on the {table['split']} split vs "
+                f"{table['rater']} (mean ± std over seeds; also in summary.json).",
+                heads,
+                rows,
+                note="The best base model is the one with the highest mean test AP, chosen with test labels: the "
+                "comparison favours it.",
+            )
+        )
     info_rows = [[k, str(v)] for k, v in (info or {}).items()]
     info_rows.append(["generated", datetime.now(UTC).isoformat(timespec="seconds")])
     info_rows.append(

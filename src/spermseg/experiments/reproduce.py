@@ -673,6 +673,7 @@ class Reproduction:
         "best": "kind|E" by mean AP, "best_base": architecture ranked first on rank_on}``.
         """
         from spermseg.experiments.ensemble_training import train_ensemble
+        from spermseg.experiments.headline import headline
         from spermseg.experiments.selection import all_selections
         from spermseg.experiments.table3 import evaluate_ensembles
 
@@ -720,11 +721,13 @@ class Reproduction:
             mode=self.cfg.metric_mode,
             device=self.cfg.device,
             batch_size=self.cfg.batch_size,
-            include_base=False,
+            include_base=True,  # every base run with head/tail too: the headline's best base model
         )
         atomic_write_json(ctx.dir / "evaluation.json", ev)
         cells: dict[str, dict[str, dict[str, list[float]]]] = {}
         for rec in ev["records"]:
+            if rec["kind"] == "base":
+                continue
             full = rec["metrics"]["full"]
             for metric in ("ap", "iou_0.5", "iou_opt"):
                 cells.setdefault(metric, {}).setdefault(rec["kind"], {}).setdefault(rec["select"], []).append(
@@ -749,6 +752,7 @@ class Reproduction:
             "table": table,
             "best": f"{best[0]}|{best[1]}",
             "best_base": selections["E2"].architectures[0],
+            "headline": headline(ev, self.cfg.featured_ensemble, self.cfg.rater),
         }
 
     # -- prediction helpers for steps 5-8 ------------------------------------------------------------------------
@@ -1101,4 +1105,7 @@ def run_reproduce(
         out, records, current, collect_environment(), compare_paper=compare_with_paper(cfg), info=info
     )
     atomic_write_json(out / "steps.json", {k: r.to_dict() for k, r in records.items()})
+    ens = records.get("ensembles")
+    table = (ens.result or {}).get("headline") if ens is not None and ens.finished else None
+    atomic_write_json(out / "summary.json", {"headline": table, "command": command or None})
     return records, md, html

@@ -57,7 +57,13 @@ ENSEMBLE_KINDS: tuple[str, ...] = ("avg", "ens_s", "ens_is", "ens_concat", "ens_
 TWO_BRANCH_KINDS: tuple[str, ...] = ("ens_concat", "ens_att_v1", "ens_att_v2")
 DEFAULT_WIDTH = 52
 # Keyword arguments of create_ensemble besides kind and n_masks, with their defaults.
-ENSEMBLE_OPTIONS: dict[str, Any] = {"in_channels": 1, "width": DEFAULT_WIDTH, "levels": 3, "alphas": None}
+ENSEMBLE_OPTIONS: dict[str, Any] = {
+    "in_channels": 1,
+    "width": DEFAULT_WIDTH,
+    "levels": 3,
+    "alphas": None,
+    "mask_skip": False,
+}
 AVG_EPS = 1e-6
 
 
@@ -180,6 +186,10 @@ class PyramidEnsemble(nn.Module):
             per-level head channels ``width``.
         levels: pyramid levels (3 in the paper).
         alphas: the per-scale weights alpha_s of Eq. (3) (kept on the model for the training loop; default 1).
+        mask_skip: add ``logit(mean(masks))`` (the ``avg`` ensemble) to the output and start the last convolution
+            at zero, so that the untrained network *is* ``avg`` and training learns a correction to it. Not in the
+            paper (default off); on short training budgets the paper's network is still below its own inputs
+            when training stops (docs/ensembling.md), with the skip it starts where ``avg`` is.
 
     Forward: image (B, C, H, W), masks (B, n, H, W) with any H, W -> logits (B, 1, H, W); in training mode
     ``(logits, [aux_s (B, 1, H, W) for each level s])`` where aux_s is the level-s logit map upsampled to the
@@ -194,9 +204,11 @@ class PyramidEnsemble(nn.Module):
         width: int = DEFAULT_WIDTH,
         levels: int = 3,
         alphas: Sequence[float] | None = None,
+        mask_skip: bool = False,
     ) -> None:
         super().__init__()
         self.kind, self.n_masks, self.in_channels, self.levels = kind, n_masks, in_channels, levels
+        self.mask_skip = bool(mask_skip)
         self.divisor = 2 ** (levels - 1)
         self.alphas = _check_alphas(alphas, levels)
         channels = [width * 2**s for s in range(levels)]
@@ -218,6 +230,9 @@ class PyramidEnsemble(nn.Module):
         self.head = PyramidHead(pyramid_ch, seg_ch, levels, merge="cat")
         self.aux_heads = nn.ModuleList(nn.Conv2d(seg_ch, 1, 1) for _ in range(levels))
         self.final = nn.Sequential(ConvNormAct(self.head.out_channels, seg_ch), nn.Conv2d(seg_ch, 1, 1))
+        if self.mask_skip:
+            nn.init.zeros_(self.final[-1].weight)
+            nn.init.zeros_(self.final[-1].bias)
 
     def _fuse(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """Bottom-up paths and per-level fusion -> (lateral inputs per level, top-down additions or None)."""
@@ -242,7 +257,10 @@ class PyramidEnsemble(nn.Module):
         feats, extras = self._fuse(image, masks)
         pyramid = self.top_down(feats, extras)
         merged, per_level = self.head(pyramid, size)
-        logits = crop_to(self.final(merged), *box)
+        logits = self.final(merged)
+        if self.mask_skip:
+            logits = logits + torch.logit(masks.mean(dim=1, keepdim=True).clamp(AVG_EPS, 1.0 - AVG_EPS))
+        logits = crop_to(logits, *box)
         if not self.training:
             return logits
         # Upsample each level's logits to the padded size and crop like the main output, so that the aux maps
@@ -263,8 +281,8 @@ def create_ensemble(kind: str, n_masks: int, **kwargs: Any) -> nn.Module:
         kind: one of :data:`ENSEMBLE_KINDS`.
         n_masks: number of soft masks n (>= 1).
         **kwargs: ``in_channels`` (1), ``width`` (52: about 4M parameters for the two-branch kinds), ``levels``
-            (3), ``alphas`` (per-scale loss weights, ``levels`` positive numbers; default all 1). ``avg`` accepts
-            and ignores them.
+            (3), ``alphas`` (per-scale loss weights, ``levels`` positive numbers; default all 1), ``mask_skip``
+            (False; start from ``avg``, see :class:`PyramidEnsemble`). ``avg`` accepts and ignores them.
 
     Returns:
         An ``nn.Module`` with ``forward(image, masks)``; attributes ``kind``, ``n_masks``, ``alphas``,
@@ -286,6 +304,8 @@ def create_ensemble(kind: str, n_masks: int, **kwargs: Any) -> nn.Module:
     for key in ("in_channels", "width", "levels"):
         if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
             raise ConfigError(f"ensemble {key} must be a positive integer, got {opts[key]!r}")
+    if not isinstance(opts["mask_skip"], bool):
+        raise ConfigError(f"ensemble mask_skip must be true or false, got {opts['mask_skip']!r}")
     if kind == "avg":
         model: nn.Module = AverageEnsemble(n_masks)
     else:

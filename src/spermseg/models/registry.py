@@ -37,6 +37,10 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
     """Decorator registering a factory ``f(in_channels=1, out_channels=1, width=..., **kw) -> nn.Module``."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        previous = _FACTORIES.get(name)
+        if previous is not None and previous.__qualname__ != fn.__qualname__:
+            # Two families under one name: the later would silently replace the earlier.
+            raise ValueError(f"model name '{name}' is registered twice ({previous.__module__}, {fn.__module__})")
         _FACTORIES[name] = fn
         return fn
 
@@ -46,11 +50,9 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 def _load_all() -> None:
     for name, module in BASE_MODEL_MODULES.items():
         if name not in _FACTORIES:
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:  # a real import error inside an existing module
-                    raise
+            importlib.import_module(module)  # a missing family module is an error, not a smaller registry
+            if name not in _FACTORIES:
+                raise ValueError(f"module {module} does not register model '{name}'")
 
 
 def list_models() -> list[str]:

@@ -10,8 +10,8 @@ Output (``OUT``)::
     OUT/videos/{video}/frames/{frame}.png, truth/{part}/{frame}.png and {video}.mp4 (with ``n_videos``)
     OUT/synth.json                                                  every parameter, written last
 
-``test_small`` is the first ``n_test_small`` images of the test videos (so it is a subset of ``test`` when
-``n_test_small <= n_test``, as in SegSperm), and its GT1 equals test's GT1. Train and test never share a video.
+``test_small`` is the first ``n_test_small`` images of the test videos (a subset of ``test``, as in SegSperm, so
+``n_test_small <= n_test`` is required), and its GT1 equals test's GT1. Train and test never share a video.
 
 Reproducibility: each video, frame and rater draws from its own generator ``default_rng([seed, video, ...])``, so
 the output is byte-identical for the same seed and independent of the order of generation.
@@ -328,6 +328,11 @@ def _validate(
     ):
         if v < 0:
             raise ConfigError(f"{name} must be >= 0, got {v}")
+    if n_test_small > n_test:
+        # test_small is a subset of test in SegSperm (its GT1 equals test's): more images than test cannot be one
+        raise ConfigError(
+            f"--test-small ({n_test_small}) must not exceed --test ({n_test}): test_small is a subset of test"
+        )
     if n_videos and n_frames < 1:
         raise ConfigError("--videos needs --frames >= 1 (frames per video)")
     if seed < 0:

@@ -1,0 +1,111 @@
+"""The headline of a reproduction: the best base model, ``avg`` and the featured trained ensemble, side by side.
+
+One table answers the paper's question (does ensembling beat the best single network?) on the test split against
+the reference rater, for full sperm, head and tail. It is written to ``DIR/summary.json`` by every reproduce run and
+shown at the top of the report::
+
+    {"headline": {"split": "test", "rater": "GT1", "rows": [
+      {"method": "unet", "role": "best_base", "n": 3,
+       "full": {"ap": ..., "iou_opt": ..., "ap_std": ..., "iou_opt_std": ...}, "head": {...}, "tail": {...}},
+      {"method": "avg|E3", "role": "avg", ...},
+      {"method": "ens_att_v2|E3", "role": "ensemble", ...}],
+     "ensemble_minus_best_base": {"full": {"ap": ..., "iou_opt": ...}, "head": ..., "tail": ...}}}
+
+The best base model is the architecture with the highest mean test AP over its seeds (the strongest single-model
+competitor, chosen with test labels, so the comparison favours the base models); values are means over seeds with
+the sample standard deviation (ddof 1; ``None`` for one seed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+PARTS = ("full", "head", "tail")
+HEADLINE_METRICS = ("ap", "iou_opt")
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def _row(method: str, role: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": method, "role": role, "n": len(records)}
+    for part in PARTS:
+        cells: dict[str, float | None] | None = {}
+        for metric in HEADLINE_METRICS:
+            per_seed = [((r["metrics"].get(part) or {}).get(metric)) for r in records]
+            mean, std = _mean_std(per_seed)
+            cells[metric], cells[f"{metric}_std"] = mean, std
+        if all(v is None for v in cells.values()):
+            cells = None  # the part is not labelled in this split
+        row[part] = cells
+    return row
+
+
+def headline(evaluation: Mapping[str, Any], featured: str, rater: str) -> dict[str, Any] | None:
+    """The headline table from :func:`spermseg.experiments.table3.evaluate_ensembles` records.
+
+    Args:
+        evaluation: the evaluation with base, ``avg`` and ensemble records (``include_base=True``).
+        featured: the featured ensemble ``kind|E`` (paper: ``ens_att_v2|E3``); ``avg`` uses the same selection.
+        rater: the reference rater's name (for the JSON).
+
+    Returns:
+        ``{"split", "rater", "rows", "ensemble_minus_best_base"}``, or None when there are no base records.
+    """
+    records = evaluation.get("records", [])
+    base: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        if rec.get("kind") == "base":
+            base.setdefault(str(rec.get("model")), []).append(rec)
+    if not base:
+        return None
+
+    def mean_ap(recs: Sequence[Mapping[str, Any]]) -> float:
+        return _mean_std([r["metrics"]["full"].get("ap") for r in recs])[0] or -1.0
+
+    best = max(sorted(base), key=lambda m: mean_ap(base[m]))
+    rows = [_row(best, "best_base", base[best])]
+    kind, _, sel = featured.partition("|")
+    avg = [r for r in records if r.get("kind") == "avg" and r.get("select") == sel]
+    if avg:
+        rows.append(_row(f"avg|{sel}", "avg", avg))
+    ens = [r for r in records if r.get("kind") == kind and r.get("select") == sel and kind != "avg"]
+    if ens:
+        rows.append(_row(featured, "ensemble", ens))
+    diff: dict[str, Any] | None = None
+    if ens:
+        diff = {}
+        for part in PARTS:
+            b, e = rows[0][part], rows[-1][part]
+            diff[part] = (
+                None
+                if b is None or e is None
+                else {m: None if b[m] is None or e[m] is None else e[m] - b[m] for m in HEADLINE_METRICS}
+            )
+    return {"split": evaluation.get("split"), "rater": rater, "rows": rows, "ensemble_minus_best_base": diff}
+
+
+def headline_rows(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted rows of a headline table (for the report and the demo's terminal summary)."""
+
+    def cell(part: Mapping[str, Any] | None, metric: str) -> str:
+        if part is None or part.get(metric) is None:
+            return "-"
+        std = part.get(f"{metric}_std")
+        return f"{part[metric]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+    headers = ["method", "role", "n"] + [f"{p} {m}" for p in PARTS for m in HEADLINE_METRICS]
+    rows = [
+        [r["method"], r["role"], str(r["n"])] + [cell(r.get(p), m) for p in PARTS for m in HEADLINE_METRICS]
+        for r in table["rows"]
+    ]
+    return headers, rows
