@@ -34,6 +34,7 @@ VARIANTS: dict[str, list[str]] = {
     "loss_bce": ["loss.name=bce"],
     "loss_cldice": ["loss.name=cldice", "loss.thin_weight=0.5"],
     "loss_skeleton_recall": ["loss.name=skeleton_recall", "loss.thin_weight=1.0"],
+    "loss_bce_skeleton_recall": ["loss.name=skeleton_recall", "loss.dice_weight=0", "loss.thin_weight=1.0"],
     "fp32": ["runtime.amp=off", "runtime.channels_last=off"],
 }
 

@@ -96,9 +96,15 @@ def test_truth_parts_are_consistent_and_sperm_are_visible() -> None:
         scene = scene_for(cfg, 0, video)
         fr = render_item(cfg, scene, 0, video, 0)
         t = fr.truth
-        assert all(m.dtype == bool and m.shape == fr.image.shape for m in t.values())
+        assert all(t[p].dtype == bool and t[p].shape == fr.image.shape for p in PARTS)
         np.testing.assert_array_equal(t["full"], t["head"] | t["tail"])
         assert not np.any(t["head"] & t["tail"])
+        # exact instances and part codes agree with the binary truth (as data check requires of a dataset)
+        assert t["instances"].dtype == np.uint16 and t["parts"].dtype == np.uint8
+        np.testing.assert_array_equal(t["instances"] > 0, t["full"])
+        np.testing.assert_array_equal(np.isin(t["parts"], (1, 2, 3)), t["head"])
+        np.testing.assert_array_equal(np.isin(t["parts"], (4, 5)), t["tail"])
+        assert set(np.unique(t["instances"])) <= set(range(len(fr.sperm) + 1))
         for fp in fr.sperm:
             if fp.head_inside:
                 assert fp.head is not None and np.count_nonzero(fp.head.sd <= 0) > 20
@@ -307,7 +313,7 @@ def test_dataset_layout_reproducible_and_readable(tmp_path: Path) -> None:
     )
     assert sorted(p.name for p in (root / "train").iterdir()) == sorted(["images"] + [f"GT1_{p}" for p in PARTS])
     for split in ("train", "test", "test_small"):
-        for p in PARTS:
+        for p in (*PARTS, "instances", "parts"):
             assert len(list((root / "truth" / split / p).glob("*.png"))) == len(m["splits"][split]["images"])
     # train and test never share a video; test_small is the first test images, with the same GT1
     assert not set(m["splits"]["train"]["videos"]) & set(m["splits"]["test"]["videos"])

@@ -84,7 +84,10 @@ def check_dataset(
                 "n_images": len(sp),
                 "sizes": [{"width": w, "height": h, "count": n} for (w, h), n in sizes.most_common()],
                 "sizes_text": format_sizes(sizes) if decode else "not decoded",
-                "raters": {r: {"stored": sp.parts(r), "available": sp.available_parts(r)} for r in sp.raters},
+                "raters": {
+                    r: {"stored": sp.parts(r), "available": sp.available_parts(r), "labels": sp.labels(r)}
+                    for r in sp.raters
+                },
                 "parts": [p for p in PARTS if any(p in sp.available_parts(r) for r in sp.raters)],
                 "n_groups": len(group_sizes),
                 "largest_group": {"group": largest[0], "n_images": largest[1]} if largest else None,
@@ -120,6 +123,7 @@ def format_report(report: dict[str, Any]) -> str:
                 if "full" in info["available"] and "full" not in info["stored"]
                 else ""
             )
+            + (f"; labels: {', '.join(info['labels'])}" if info.get("labels") else "")
             for r, info in sp["raters"].items()
         )
         largest = sp["largest_group"]

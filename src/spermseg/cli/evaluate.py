@@ -4,6 +4,8 @@ Examples:
     spermseg evaluate --pred preds/ --data data/segsperm --split test
     spermseg evaluate --pred preds/ --data data/segsperm --split test_small --rater majority --json
     spermseg evaluate --pred preds/ --data data/segsperm --exact --per-image --json-out eval.json
+    spermseg evaluate --instances --pred preds/ --data data/spermparsing --split test     (PQ, SQ, RQ, COCO AP)
+    spermseg evaluate --target parts --pred preds/ --data data/spermparsing --split test  (IoU per part, mIoU)
 
 ``--gt`` is the old name of ``--data`` (hidden, kept for one release).
 """
@@ -14,7 +16,7 @@ import argparse
 
 from spermseg.cli._common import add_alias, add_json_arguments, emit_json, require
 
-HELP = "score soft masks against a rater or an aggregate (AP, IoU, IoU', Brier)"
+HELP = "score soft masks against a rater or an aggregate (AP, IoU, IoU', Brier); instances (PQ) and parts (mIoU)"
 EXAMPLE = "spermseg evaluate --pred preds/ --data data/segsperm --split test"
 
 
@@ -45,6 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="sort-based measures (AP equals scikit-learn) instead of 2^16-bin histograms",
     )
+    parser.add_argument(
+        "--instances",
+        action="store_true",
+        help="score NAME_instances label images against the rater's instances: PQ, SQ, RQ, COCO mask AP/AP50 "
+        "and the count error per image (--rater must be one rater)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("binary", "parts"),
+        default="binary",
+        help="binary: soft masks (default); parts: NAME_parts label images, IoU per part and mIoU",
+    )
     add_json_arguments(parser)
     parser.add_argument(
         "--per-image-list",
@@ -57,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from spermseg.errors import SpermsegError
     from spermseg.evaluation.evaluate import evaluate_directory, format_result
 
+    if args.instances or args.target == "parts":
+        return _run_labels(args)
     try:
         res = evaluate_directory(
             args.pred,
@@ -73,4 +89,24 @@ def run(args: argparse.Namespace) -> int:
         res.pop("images", None)
     if not emit_json(args, res):
         print(format_result(res))
+    return 0
+
+
+def _run_labels(args: argparse.Namespace) -> int:
+    from spermseg.evaluation.instances import evaluate_instances, evaluate_parts, format_instances, format_parts
+
+    if args.instances:
+        res = evaluate_instances(
+            args.pred, require(args, "data", "--data", "data/spermparsing"), split=args.split, rater=args.rater
+        )
+        text = format_instances(res)
+    else:
+        res = evaluate_parts(
+            args.pred, require(args, "data", "--data", "data/spermparsing"), split=args.split, rater=args.rater
+        )
+        text = format_parts(res)
+    if not args.per_image_list:
+        res.pop("images", None)
+    if not emit_json(args, res):
+        print(text)
     return 0

@@ -4,6 +4,7 @@ Examples:
     spermseg predict --model bundles/e3_att_v2 frames/ --out preds
     spermseg predict --model runs/unet/seed0 'data/**/*.png' --out preds --soft-format npy --tta
     spermseg predict --model model.onnx --backend onnx clip.mp4 --out preds --pixel-size 0.25
+    spermseg predict --model runs/parts frames/ --out preds --instances --roi --label-format tif
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pixel-size", type=positive_float, default=None, help="micrometres per pixel, for sperm.csv")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay images/videos")
+    parser.add_argument(
+        "--instances",
+        action="store_true",
+        help="separate touching and crossing sperm: NAME_instances (16-bit labels = sperm.csv sperm_id)",
+    )
+    parser.add_argument("--roi", action="store_true", help="also an ImageJ ROI zip per image (implies --instances)")
+    parser.add_argument("--label-format", choices=("png", "tif"), default="png", help="label image format")
+    parser.add_argument(
+        "--instance-method",
+        choices=("skeleton", "watershed", "components"),
+        default="skeleton",
+        help="separation method (docs/instances.md; default skeleton)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         tile_overlap=args.tile_overlap,
         pixel_size=args.pixel_size,
         overlay=not args.no_overlay,
+        instances=args.instances or args.roi,
+        roi=args.roi,
+        label_format=args.label_format,
+        instance_method=args.instance_method,
         existing=args.existing,
     )
     summary = predict_inputs(args.model, args.inputs, args.out, options)

@@ -36,6 +36,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     add_set_argument(parser, "optim.lr=3e-4", dest="overrides")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: runtime.device)")
     parser.add_argument("--force", action="store_true", help="retrain even if the run directory holds a result")
+    parser.add_argument(
+        "--target",
+        choices=("binary", "parts"),
+        default=None,
+        help="binary (default: data.part as one mask) or parts (six-class network on GT{r}_parts)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +96,8 @@ def build_config(
         top["seed"] = seed
     if args.device:
         flags["runtime"] = {"device": args.device}
+    if getattr(args, "target", None):
+        flags["data"]["target"] = args.target
     if ensemble:
         flags.setdefault("model", {}).update({"ensemble": ensemble, "masks": str(getattr(args, "masks", "") or "")})
         mask_models = getattr(args, "mask_models", None)

@@ -95,6 +95,15 @@ class SplitArrays:
     fingerprint: str
     lazy: bool
     _masks: dict[tuple[str, str], Sequence[np.ndarray]] = field(default_factory=dict, repr=False)
+    _labels: dict[tuple[str, str], Sequence[np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def labels(self, rater: str, kind: str = "instances") -> Sequence[np.ndarray] | None:
+        """Label images of ``rater``: ``instances`` uint16 (H, W) (0 = background, one id per sperm) or ``parts``
+        uint8 (H, W) (codes of :data:`spermseg.data.labels.PART_CODES`); ``None`` when not stored or not loaded
+        (pass ``labels=("instances", "parts")`` to :func:`load_split`)."""
+        if rater not in self.raters:
+            raise DataError(f"rater '{rater}' not loaded for split '{self.split}'; loaded: {', '.join(self.raters)}")
+        return self._labels.get((rater, kind))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -171,6 +180,7 @@ def load_split(
     lazy: bool = False,
     on_sample: Callable[[int], None] | None = None,
     workers: int | None = None,
+    labels: Sequence[str] = (),
 ) -> SplitArrays:
     """Load the images and masks of one split.
 
@@ -183,6 +193,8 @@ def load_split(
         lazy: keep only file names and read files on access (for datasets larger than memory).
         on_sample: called with the sample index after each sample is read (progress bars; eager mode).
         workers: decoding threads for eager loading (default: up to 8, one per CPU).
+        labels: label images to load as well (``"instances"``, ``"parts"``; those not stored are skipped), read
+            as stored (:func:`spermseg.data.labels.read_labels`) and checked for size.
 
     Returns:
         :class:`SplitArrays`.
@@ -210,8 +222,12 @@ def load_split(
                 if (r, p) not in stored:
                     stored.append((r, p))
 
+    stored_labels = [(r, k) for r in rater_list for k in labels if k in sp.labels(r)]
     files = [s.image_path for s in sp.samples] + [s.mask_paths[r][p] for s in sp.samples for r, p in stored]
+    files += [s.label_paths[r][k] for s in sp.samples for r, k in stored_labels]
     options = {"split": split, "raters": rater_list, "parts": list(parts), "threshold": binarize_threshold}
+    if labels:
+        options["labels"] = list(labels)
     fp = fingerprint(files, ds.root, options)
     names = [s.name for s in sp.samples]
     groups = [s.group for s in sp.samples]
@@ -275,6 +291,7 @@ def load_split(
             masks[key] = _MapSeq(items, lambda i, pk: pk.unpack())
     # drop parts only loaded to derive full
     masks = {(r, p): v for (r, p), v in masks.items() if p in parts}
+    label_arrays = {key: _label_sequence(sp.samples, key, sizes, lazy) for key in stored_labels}
     return SplitArrays(
         split=split,
         names=names,
@@ -286,4 +303,29 @@ def load_split(
         fingerprint=fp,
         lazy=lazy,
         _masks=masks,
+        _labels=label_arrays,
     )
+
+
+def _label_sequence(
+    samples: Sequence[Sample], key: tuple[str, str], sizes: Sequence[tuple[int, int]], lazy: bool
+) -> Sequence[np.ndarray]:
+    """The (rater, kind) label images of ``samples`` (read now, or on access when ``lazy``), size-checked."""
+    from spermseg.data.labels import read_labels
+
+    rater, kind = key
+
+    def read(i: int, s: Sample) -> np.ndarray:
+        path = s.label_paths[rater][kind]
+        arr = read_labels(path, kind)
+        if arr.shape != tuple(sizes[i]):
+            raise DataError(
+                f"size mismatch: {kind} {path} is {arr.shape[1]}x{arr.shape[0]} (WxH) but image {s.image_path} is "
+                f"{sizes[i][1]}x{sizes[i][0]}; replace the {rater} {kind} image"
+            )
+        return arr
+
+    if lazy:
+        return _MapSeq(samples, read)
+    stored = [read(i, s) for i, s in enumerate(samples)]
+    return _MapSeq(stored, lambda i, a: a.copy())

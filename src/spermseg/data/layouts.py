@@ -6,6 +6,7 @@ Two layouts are detected automatically by :func:`open_dataset`:
 
     ROOT/{train,test,test_small}/images/NAME.png
     ROOT/SPLIT/GT{r}_{full,head,tail}/NAME.png      (same file name as the image; 0/255, non-zero = foreground)
+    ROOT/SPLIT/GT{r}_{instances,parts}/NAME.png     (optional label images, see spermseg.data.labels)
 
 Any folder ``ROOT/X`` holding an ``images/`` folder is a split ``X``. Masks are matched by file name, or by stem
 when the suffix differs. Where a rater has only head and tail, full = head | tail is derived on loading; where it
@@ -18,6 +19,7 @@ has only full, parts are unavailable (never faked from full).
     ROOT/masks/{full,head,tail}/*          one rater "GT1" with parts
     ROOT/masks/<rater>/*                   several raters (full masks) ...
     ROOT/masks/<rater>/{full,head,tail}/*  ... or with parts
+    ROOT/{instances,parts}[/<rater>]/*     optional label images (rater "GT1" when not nested)
 
 matched by file stem (``images/a.jpg`` <-> ``masks/a.png``). Images without any mask folder are allowed
 (prediction only).
@@ -29,7 +31,8 @@ suffix) overrides the parsed group of the names it lists.
 
 **Validation**: :func:`open_dataset` lists structural problems (missing or extra masks, empty splits, ambiguous
 names) without reading pixels; :func:`validate_split` decodes every file once and adds unreadable or truncated
-files, NaN/Inf, non-binary masks and size mismatches. Each problem is one line naming the file.
+files, NaN/Inf, non-binary masks and size mismatches, and checks label images against the same rater's masks
+(union = full, part codes 0-5 with 1-3 inside head and 4-5 inside tail). Each problem is one line naming the file.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ DEFAULT_RATER = "GT1"
 FOLDERS_SPLIT = "all"
 
 _MASK_DIR_RE = re.compile(r"^(GT\d+)_(full|head|tail)$")
+_LABEL_DIR_RE = re.compile(r"^(GT\d+)_(instances|parts)$")
+LABEL_KINDS: tuple[str, str] = ("instances", "parts")  # = spermseg.data.labels.LABEL_KINDS
 _VIDEO_RE = re.compile(r"^(?P<video>.+)_(?P<frame>\d+)_(?P<n>\d+)$")
 
 Severity = Literal["error", "warning"]
@@ -82,12 +87,14 @@ class Sample:
         image_path: the image file.
         group: video id (see module docstring) used to split without leakage.
         mask_paths: ``{rater: {part: path}}`` of the masks found on disk (derived masks are not listed).
+        label_paths: ``{rater: {"instances"|"parts": path}}`` of the label images found on disk.
     """
 
     name: str
     image_path: Path
     group: str
     mask_paths: dict[str, dict[str, Path]] = field(default_factory=dict)
+    label_paths: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     @property
     def stem(self) -> str:
@@ -108,6 +115,13 @@ class Split:
     samples: list[Sample]
     raters: list[str]
     _parts: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _labels: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def labels(self, rater: str) -> list[str]:
+        """Label images stored for ``rater``: a subset of :data:`LABEL_KINDS` (``instances``, ``parts``)."""
+        if rater not in self.raters:
+            raise DataError(f"split '{self.name}' has no rater '{rater}'; raters: {', '.join(self.raters) or 'none'}")
+        return list(self._labels.get(rater, []))
 
     def parts(self, rater: str) -> list[str]:
         """Parts stored on disk for ``rater`` (in :data:`PARTS` order); ``full`` may be derivable, see
@@ -260,6 +274,7 @@ def _match_masks(
     images_dir: Path,
     mask_dirs: list[tuple[str, str, Path]],
     problems: list[Problem],
+    order: tuple[str, ...] = PARTS,
 ) -> tuple[dict[str, dict[str, dict[str, Path]]], dict[str, list[str]]]:
     """Match each mask folder (rater, part, dir) to the images; report missing and extra masks."""
     per_image: dict[str, dict[str, dict[str, Path]]] = {stem: {} for stem in images}
@@ -280,19 +295,43 @@ def _match_masks(
                     Problem("error", split_name, m, f"extra mask {m}: no image '{stem}.*' in {images_dir}/; remove it")
                 )
     for rater in parts:
-        parts[rater] = [p for p in PARTS if p in parts[rater]]
+        parts[rater] = [p for p in order if p in parts[rater]]
     return per_image, parts
 
 
 def _make_split(
-    name: str, images: dict[str, Path], per_image: dict[str, dict[str, dict[str, Path]]], parts: dict[str, list[str]]
+    name: str,
+    images: dict[str, Path],
+    per_image: dict[str, dict[str, dict[str, Path]]],
+    parts: dict[str, list[str]],
+    labels: tuple[dict[str, dict[str, dict[str, Path]]], dict[str, list[str]]] | None = None,
 ) -> Split:
+    per_label, kinds = labels if labels is not None else ({}, {})
     samples = [
-        Sample(name=path.name, image_path=path, group=parse_group(stem), mask_paths=per_image.get(stem, {}))
+        Sample(
+            name=path.name,
+            image_path=path,
+            group=parse_group(stem),
+            mask_paths=per_image.get(stem, {}),
+            label_paths=per_label.get(stem, {}),
+        )
         for stem, path in sorted(images.items(), key=lambda kv: _natural_key(kv[1].name))
     ]
-    raters = sorted(parts, key=_natural_key)
-    return Split(name=name, samples=samples, raters=raters, _parts={r: parts[r] for r in raters})
+    raters = sorted(set(parts) | set(kinds), key=_natural_key)
+    return Split(
+        name=name,
+        samples=samples,
+        raters=raters,
+        _parts={r: parts.get(r, []) for r in raters},
+        _labels={r: kinds[r] for r in raters if r in kinds},
+    )
+
+
+def _match_labels(
+    split_name: str, images: dict[str, Path], images_dir: Path, label_dirs: list[tuple[str, str, Path]], problems
+) -> tuple[dict[str, dict[str, dict[str, Path]]], dict[str, list[str]]]:
+    """Match label-image folders (rater, kind, dir) to the images, as :func:`_match_masks` does for masks."""
+    return _match_masks(split_name, images, images_dir, label_dirs, problems, order=LABEL_KINDS)
 
 
 def _scan_segsperm(root: Path, problems: list[Problem]) -> dict[str, Split]:
@@ -309,20 +348,28 @@ def _scan_segsperm(root: Path, problems: list[Problem]) -> dict[str, Split]:
         if not images:
             problems.append(Problem("error", d.name, d / "images", f"empty split: {d / 'images'} has no image files"))
         mask_dirs: list[tuple[str, str, Path]] = []
+        label_dirs: list[tuple[str, str, Path]] = []
         for sub in sorted(d.iterdir(), key=lambda p: _natural_key(p.name)):
             if not sub.is_dir() or sub.name == "images" or sub.name.startswith("."):
                 continue
             m = _MASK_DIR_RE.match(sub.name)
+            lm = _LABEL_DIR_RE.match(sub.name)
             if m:
                 mask_dirs.append((m.group(1), m.group(2), sub))
+            elif lm:
+                label_dirs.append((lm.group(1), lm.group(2), sub))
             else:
                 problems.append(
                     Problem(
-                        "warning", d.name, sub, f"ignored folder {sub}: mask folders are named GT<r>_<full|head|tail>"
+                        "warning",
+                        d.name,
+                        sub,
+                        f"ignored folder {sub}: mask folders are named GT<r>_<full|head|tail|instances|parts>",
                     )
                 )
         per_image, parts = _match_masks(d.name, images, d / "images", mask_dirs, problems)
-        splits[d.name] = _make_split(d.name, images, per_image, parts)
+        labels = _match_labels(d.name, images, d / "images", label_dirs, problems)
+        splits[d.name] = _make_split(d.name, images, per_image, parts, labels)
     return splits
 
 
@@ -364,7 +411,11 @@ def _scan_folders(root: Path, problems: list[Problem]) -> dict[str, Split]:
             Problem("warning", name, masks_root, f"no masks: {masks_root} does not exist (fine for prediction only)")
         )
     per_image, parts = _match_masks(name, images, root / "images", mask_dirs, problems)
-    return {name: _make_split(name, images, per_image, parts)}
+    from spermseg.data.labels import folder_label_dirs
+
+    label_dirs = folder_label_dirs(root, DEFAULT_RATER, _natural_key)
+    labels = _match_labels(name, images, root / "images", label_dirs, problems)
+    return {name: _make_split(name, images, per_image, parts, labels)}
 
 
 def open_dataset(root: str | Path, groups_csv: str | Path | None = None) -> Dataset:
@@ -487,14 +538,18 @@ def _check_sample(
         shape = read_image_native(s.image_path).shape
     except DataError as exc:
         problems.append(Problem("error", split, s.image_path, str(exc)))
+    decoded: dict[str, dict[str, object]] = {}  # masks kept only for raters with label images to check
     for rater, parts in s.mask_paths.items():
         for part, path in parts.items():
             n_files += 1
             try:
-                mshape = read_mask(path, binarize_threshold).shape
+                mask = read_mask(path, binarize_threshold)
             except DataError as exc:
                 problems.append(Problem("error", split, path, str(exc)))
                 continue
+            mshape = mask.shape
+            if rater in s.label_paths:
+                decoded.setdefault(rater, {})[part] = mask
             if shape is not None and mshape != shape:
                 problems.append(
                     Problem(
@@ -505,7 +560,19 @@ def _check_sample(
                         f"{s.image_path} is {shape[1]}x{shape[0]}; resize or replace the {rater} {part} mask",
                     )
                 )
+    n_files += _check_sample_labels(s, split, shape, decoded, problems)
     return (None if shape is None else (shape[1], shape[0])), problems, n_files
+
+
+def _check_sample_labels(
+    s: Sample, split: str, shape: tuple[int, ...] | None, decoded: dict[str, dict[str, object]], problems: list[Problem]
+) -> int:
+    """Decode and check the label images of one sample (:func:`spermseg.data.labels.check_sample_labels`)."""
+    from spermseg.data.labels import check_sample_labels
+
+    found = check_sample_labels(s.label_paths, s.image_path, shape, decoded)  # type: ignore[arg-type]
+    problems.extend(Problem("error", split, path, message) for path, message in found)
+    return sum(len(k) for k in s.label_paths.values())
 
 
 def format_sizes(sizes: Counter[tuple[int, int]] | Iterable[tuple[int, int]]) -> str:

@@ -124,7 +124,8 @@ class Predictor(nn.Module):
         ]
         stacked = torch.cat(probs, dim=1)
         if self.ensemble is None:
-            return stacked.mean(dim=1, keepdim=True)
+            # one base: its outputs as they are (a part network's six per-code sigmoids); several: their mean
+            return stacked if len(self.bases) == 1 else stacked.mean(dim=1, keepdim=True)
         logits = split_outputs(self.ensemble(normalize(x, self.ensemble_normalization, valid), stacked))[0]
         return torch.sigmoid(logits.float())
 

@@ -39,7 +39,9 @@ class DataConfig:
         test_split: optional split evaluated once with the best checkpoint at the end ("" = none); its metrics go
             to ``result.json["test"]`` (the paper's Table 3 is on the test split).
         rater: rater whose masks are the target (``GT1`` in the paper; "" = the split's first rater).
-        part: ``full``, ``head`` or ``tail``.
+        part: ``full``, ``head`` or ``tail`` (binary target).
+        target: ``binary`` (one sigmoid output for ``part``) or ``parts`` (six-class softmax over the rater's
+            ``GT{r}_parts`` codes; validation and best epoch by part mIoU; see spermseg.engine.parts).
         normalization: per-image normalization ``none``/``mean``/``minmax`` (paper: minmax), stored in the checkpoint.
         crop: random square crop size for training (0 = whole images); validation always uses whole images.
         crop_foreground: probability that a training crop is centred on a random foreground pixel of its target
@@ -53,6 +55,7 @@ class DataConfig:
     test_split: str = ""
     rater: str = "GT1"
     part: Literal["full", "head", "tail"] = "full"
+    target: Literal["binary", "parts"] = "binary"
     normalization: Literal["none", "mean", "minmax"] = "minmax"
     crop: int = 0
     crop_foreground: float = 0.0
@@ -346,6 +349,8 @@ def validate(cfg: TrainConfig) -> None:
     for ok, key, value, allowed in checks:
         if not ok:
             raise ConfigError(f"bad value for '{key}': {value!r}; must be {allowed}")
+    if cfg.data.target == "parts" and cfg.model.ensemble:
+        raise ConfigError("data.target=parts trains base models only; the ensembling networks take binary soft masks")
     if bool(cfg.model.ensemble) != bool(cfg.model.masks):
         raise ConfigError("model.ensemble and model.masks go together: pass both --ensemble KIND and --masks CACHE")
     if not cfg.model.ensemble:

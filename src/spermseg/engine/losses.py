@@ -282,3 +282,30 @@ def deep_supervision_loss(
     if total is None:  # every weight zero: a valid (if useless) configuration; keep the graph connected
         total = logits.float().sum() * 0.0
     return total
+
+
+def parts_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0, eps: float = 1.0) -> torch.Tensor:
+    """Multi-class loss of a part network: softmax cross-entropy + ``dice_weight`` x multi-class soft Dice.
+
+    The Dice term averages ``1 - Dice`` over the five foreground codes (pooled over the batch), so that the small
+    parts (vacuoles, midpieces) weigh as much as the tail, which cross-entropy alone lets the background dominate.
+
+    Args:
+        logits: (B, C, H, W) raw scores, C = 6 part codes.
+        target: (B, 1, H, W) float or integer codes in 0..C-1.
+        dice_weight: weight of the Dice term (0 = cross-entropy only).
+        eps: smoothing of the Dice ratio.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    codes = target[:, 0].round().long()
+    ce = F.cross_entropy(logits, codes)
+    if dice_weight == 0:
+        return ce
+    prob = torch.softmax(logits, dim=1)[:, 1:]
+    onehot = F.one_hot(codes, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    dice = 1 - (2 * inter + eps) / (denom + eps)
+    return ce + dice_weight * dice.mean()

@@ -11,6 +11,8 @@ Outputs in ``OUT`` for an input ``NAME``:
     NAME_overlay.png                the image with the mask in colour (videos: NAME_overlay.mp4)
     predictions.csv                 one row per image or video frame
     sperm.csv                       one row per sperm instance (spermseg.engine.morphometry)
+    NAME_instances.png|.tif         with ``instances``: one id per sperm (= sperm.csv's sperm_id)
+    NAME_parts.png|.tif, NAME_rois.zip   part codes (part networks), ImageJ ROIs (``roi``); see label_outputs
 Video frames go to ``OUT/NAME/frame_000000_{prob,mask}.png``.
 
 An output folder is never shared by accident (:func:`prepare_out`):
@@ -68,6 +70,10 @@ class PredictOptions:
     pixel_size: float | None = None  # micrometres per pixel, for sperm.csv
     overlay: bool = True
     min_area: int = 10
+    instances: bool = False  # separate touching/crossing sperm and write NAME_instances (engine.label_outputs)
+    roi: bool = False  # also an ImageJ ROI zip per image
+    label_format: Literal["png", "tif"] = "png"
+    instance_method: str = "skeleton"
     existing: Literal["refuse", "overwrite", "append"] = "refuse"  # when OUT holds an earlier run's results
 
 
@@ -179,7 +185,8 @@ def torch_backend(predictor: Any, device: str = "auto", channels_last: bool = Tr
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None].to(dev)
         with torch.inference_mode(), autocast_context(dev, precision):
             prob = predictor(x.contiguous(memory_format=fmt))
-        return prob[:, 0].float().cpu().numpy()
+        out = prob.float().cpu().numpy()
+        return out[:, 0] if out.shape[1] == 1 else out  # part networks: (B, 6, H, W) per-code sigmoids
 
     return run
 
@@ -209,11 +216,11 @@ def with_flip_tta(fn: BatchFn) -> BatchFn:
     """Average probabilities over identity, horizontal, vertical and both flips (flipped back)."""
 
     def run(batch: np.ndarray) -> np.ndarray:
-        total = np.zeros(batch.shape, dtype=np.float64)
+        total: Any = 0.0  # (B, H, W), or (B, C, H, W) for part networks
         for axes in ((), (-1,), (-2,), (-2, -1)):
             flipped = np.flip(batch, axes) if axes else batch
             prob = fn(np.ascontiguousarray(flipped))
-            total += np.flip(prob, axes) if axes else prob
+            total = total + (np.flip(prob, axes) if axes else prob)
         return (total / 4).astype(np.float32)
 
     return run
@@ -308,13 +315,17 @@ class _Outputs:
         import cv2
 
         from spermseg.data.io import write_mask, write_soft_mask
-        from spermseg.engine.morphometry import measure_instances
+        from spermseg.engine.label_outputs import split_parts_prob, write_label_outputs
+        from spermseg.engine.morphometry import measure_instances, measure_sperm
         from spermseg.utils.atomic import atomic_path
 
+        parts = None
+        if prob.ndim == 3:  # a part network
+            parts, prob = split_parts_prob(prob)
         soft_path = stem.with_name(stem.name + "_prob" + self.soft_suffix)
         mask_path = stem.with_name(stem.name + "_mask.png")
         write_soft_mask(soft_path, prob, fmt=self.options.soft_format)
-        mask = prob >= self.threshold
+        mask = prob >= self.threshold if parts is None else parts > 0  # part networks: the arg-max code
         write_mask(mask_path, mask)
         overlay = ""
         if self.options.overlay:
@@ -327,7 +338,15 @@ class _Outputs:
                 with atomic_path(target) as tmp:
                     cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 overlay = target.relative_to(self.out).as_posix()
-        instances = measure_instances(mask, self.options.pixel_size, min_area=self.options.min_area)
+        opt = self.options
+        labels = write_label_outputs(
+            stem, mask, parts, instances=opt.instances, roi=opt.roi, label_format=opt.label_format,
+            method=opt.instance_method,
+        ).labels  # fmt: skip
+        if labels is not None:
+            instances = measure_sperm(labels, parts, opt.pixel_size)
+        else:
+            instances = measure_instances(mask, opt.pixel_size, min_area=opt.min_area)
         self.sperm.write(*({"input": str(source), "frame": index, **m.as_dict()} for m in instances))
         self.rows.write(  # the commit point of this frame
             {

@@ -108,9 +108,18 @@ class SplitData:
 
 
 def load_split_data(
-    root: str | Path, split: str, rater: str, part: str, *, binarize_threshold: float | None = None, max_images: int = 0
+    root: str | Path,
+    split: str,
+    rater: str,
+    part: str,
+    *,
+    binarize_threshold: float | None = None,
+    max_images: int = 0,
+    target: str = "binary",
 ) -> SplitData:
     """Read a split's images and one rater's masks of one part into memory.
+
+    With ``target="parts"`` the targets are the rater's part-code label images (uint8 (H, W), codes 0-5) instead.
 
     Raises:
         DataError: unknown split/rater, or a part that is not labelled.
@@ -127,8 +136,14 @@ def load_split_data(
     rater = rater or raters[0]
     if rater not in raters:
         raise DataError(f"rater '{rater}' not found in split '{split}' of {root}; available: {', '.join(raters)}")
-    arrays = load_split(dataset, split, raters=[rater], parts=(part,), binarize_threshold=binarize_threshold)
-    masks = arrays.masks(rater, part)
+    if target == "parts":
+        arrays = load_split(dataset, split, raters=[rater], parts=(), labels=("parts",))
+        masks = arrays.labels(rater, "parts")
+        if masks is None:
+            raise DataError(f"rater '{rater}' of split '{split}' in {root} has no part labels ({rater}_parts/)")
+    else:
+        arrays = load_split(dataset, split, raters=[rater], parts=(part,), binarize_threshold=binarize_threshold)
+        masks = arrays.masks(rater, part)
     if masks is None:
         raise DataError(
             f"part '{part}' of rater '{rater}' is not labelled in split '{split}' of {root}; "
@@ -141,7 +156,7 @@ def load_split_data(
         names=list(arrays.names[:n]),
         groups=list(arrays.groups[:n]),
         images=[np.asarray(arrays.images[i], dtype=np.float32) for i in range(n)],
-        targets=[np.asarray(masks[i], dtype=bool) for i in range(n)],
+        targets=[np.asarray(masks[i], dtype=np.uint8 if target == "parts" else bool) for i in range(n)],
         fingerprint=str(arrays.fingerprint),
     )
 
@@ -468,6 +483,10 @@ def build_model(cfg: TrainConfig, n_masks: int = 0) -> nn.Module:
     kwargs = dict(cfg.model.kwargs)
     if cfg.model.width is not None:
         kwargs["width"] = cfg.model.width
+    if cfg.data.target == "parts":
+        from spermseg.engine.parts import N_CODES
+
+        kwargs["out_channels"] = N_CODES
     if not cfg.model.ensemble:
         from spermseg.models import create_model
 
@@ -657,6 +676,7 @@ def train(
             cfg.data.part,
             binarize_threshold=cfg.data.binarize_threshold,
             max_images=cfg.data.max_images,
+            target=cfg.data.target,
         )
         inputs_ids: list[str] = []
         if cfg.model.ensemble:
@@ -677,8 +697,10 @@ def train(
         seed_everything(cfg.seed, deterministic=cfg.runtime.deterministic)
         n_masks = 0 if train_data.masks is None else int(train_data.masks.shape[1])
         model = build_model(cfg, n_masks)
+        parts = cfg.data.target == "parts"
         # A mask-skip ensemble starts as 'avg' (zero last layer): a prior bias would move it off that start.
-        if cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0 and not getattr(model, "mask_skip", False):
+        skip = getattr(model, "mask_skip", False)
+        if cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0 and not parts and not skip:
             from spermseg.models.blocks import set_output_bias
 
             set_output_bias(model, dev_data.prior)
@@ -695,6 +717,12 @@ def train(
 
         augmenter = Augmenter(cfg.augment)
         loss_fn = build_loss(cfg.loss)
+        if parts:
+            from spermseg.engine.losses import parts_loss
+
+            def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+                return parts_loss(logits, target, cfg.loss.dice_weight)
+
         # Deep-supervision weights: the config's (main output first), else the model's own per-scale alphas (the
         # ensembling networks carry them, paper Eq. 3) with weight 1 for the fused output.
         alphas = tuple(cfg.loss.alphas) or ((1.0, *model.alphas) if getattr(model, "alphas", ()) else ())
@@ -778,7 +806,14 @@ def train(
                 images, target, masks = dev_data.batch(idx, crop_gen)
                 # Augment raw [0,1] images, target and soft masks together, then normalize the images with the
                 # statistics from before contrast/brightness (which per-image normalization would otherwise undo).
-                images, target, masks = augment_batch(augmenter, images, target, masks, aug_gen, cfg.data.normalization)
+                if parts:
+                    from spermseg.engine.parts import augment_parts
+
+                    images, target = augment_parts(augmenter, images, target, aug_gen, cfg.data.normalization)
+                else:
+                    images, target, masks = augment_batch(
+                        augmenter, images, target, masks, aug_gen, cfg.data.normalization
+                    )
                 inputs = make_inputs(images, masks, fmt)
                 loss = train_step(
                     train_model,
@@ -830,7 +865,12 @@ def train(
             if dist_info.is_main:
                 do_val = len(val_data) > 0 and ((epoch + 1) % cfg.validation.every == 0 or epoch + 1 == epochs)
                 metrics = None
-                if do_val:
+                if do_val and parts:
+                    from spermseg.engine.parts import validate_parts
+
+                    metrics = validate_parts(model, val_data, cfg.data.normalization, device)
+                    metrics["ap"] = metrics["miou"]  # the selection score of part networks (see engine.parts)
+                elif do_val:
                     metrics = validate_model(
                         model,
                         val_data,
@@ -874,8 +914,8 @@ def train(
                 )
                 val_txt = (
                     f", val AP {metrics['ap']:.4f} IoU_opt {metrics['iou_opt']:.4f} t_opt {metrics['t_opt']:.2f}"
-                    if metrics
-                    else ""
+                    if metrics and not parts
+                    else (f", val mIoU {metrics['miou']:.4f} full IoU {metrics['full']:.4f}" if metrics else "")
                 )
                 line = (
                     f"epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}, lr {lr:.2e}, "
@@ -992,10 +1032,16 @@ def _evaluate_test(
             cfg.data.rater,
             cfg.data.part,
             binarize_threshold=cfg.data.binarize_threshold,
+            target=cfg.data.target,
         )
     except DataError as exc:
         log(f"spermseg train: no test evaluation: {exc}")
         return None
+    if cfg.data.target == "parts":
+        from spermseg.engine.parts import validate_parts
+
+        res = validate_parts(model, test, cfg.data.normalization, device)
+        return {**res, "split": cfg.data.test_split, "n_images": len(test)}
     if cfg.model.ensemble:
         attach_cached_masks(test, cfg.model.masks, cfg.model.mask_test_split or cfg.data.test_split, inputs_ids)
     from spermseg.engine.inference import predict_probs

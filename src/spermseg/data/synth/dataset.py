@@ -6,6 +6,7 @@ Output (``OUT``)::
     OUT/{train,test}/GT1_{full,head,tail}/NAME.png                  rater GT1 (0/255)
     OUT/test_small/GT{1,2,3}_{full,head,tail}/NAME.png              three raters
     OUT/truth/SPLIT/{full,head,tail}/NAME.png                       exact masks
+    OUT/truth/SPLIT/{instances,parts}/NAME.png                      exact per-sperm ids (16-bit), part codes
     OUT/videos/{video}/frames/{frame}.png, truth/{part}/{frame}.png and {video}.mp4 (with ``n_videos``)
     OUT/videos/{video}/truth/instances/{frame}.png, truth/tracks.csv, truth/kinematics.csv (tracking truth,
         :mod:`spermseg.data.synth.truth`)
@@ -230,6 +231,15 @@ def _write_items(out: Path, cfg: SynthConfig, seed: int, video: int, items: list
                 write_mask(split_dir / f"GT{r + 1}_{part}" / it.name, raters[r][part])
         for part in PARTS:
             write_mask(out / "truth" / it.split / part / it.name, frame.truth[part])
+        _write_label_truth(out / "truth" / it.split, it.name, frame)
+
+
+def _write_label_truth(folder: Path, name: str, frame: Frame) -> None:
+    """The exact instance ids and part codes of a frame (spermseg.data.labels format)."""
+    from spermseg.data.labels import relabel_sequential, write_labels
+
+    write_labels(folder / "instances" / name, relabel_sequential(frame.truth["instances"]))
+    write_labels(folder / "parts" / name, frame.truth["parts"], "parts")
 
 
 def _write_video(

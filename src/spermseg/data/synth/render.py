@@ -66,7 +66,10 @@ class Frame:
 
     Attributes:
         image: (H, W) uint8 gray image.
-        truth: ``{"full", "head", "tail"}`` -> (H, W) bool exact masks (tail excludes head; full = head | tail).
+        truth: ``{"full", "head", "tail"}`` -> (H, W) bool exact masks (tail excludes head; full = head | tail),
+            plus ``"instances"`` (uint16, sperm k of the scene = id k + 1 where visible; later sperm are drawn over
+            earlier tails, heads over every tail) and ``"parts"`` (uint8 codes: 1 acrosome = front half of the head,
+            2 nucleus, 4 midpiece = arc length <= the midpiece's, 5 tail; no vacuoles).
         sperm: footprints of the sperm (in scene order).
         debris: footprints of the sperm-like debris.
         brightness: the frame's background gain (flicker).
@@ -165,6 +168,9 @@ def render_frame(scene: Scene, t: float, rng: np.random.Generator, *, min_mask_w
     dens = np.zeros(h * w, dtype=np.float32)  # S
     head_mask = np.zeros(h * w, dtype=bool)
     tail_mask = np.zeros(h * w, dtype=bool)
+    instances = np.zeros(h * w, dtype=np.uint16)  # exact per-sperm truth (tails now, heads after the loop)
+    codes = np.zeros(h * w, dtype=np.uint8)
+    head_pixels: list[tuple[int, np.ndarray, np.ndarray]] = []
     hs2 = scene.halo_sigma**2
     a, halo = scene.contrast, scene.halo
     sperm_out: list[SpermFootprint] = []
@@ -181,7 +187,10 @@ def render_frame(scene: Scene, t: float, rng: np.random.Generator, *, min_mask_w
             bv = np.interp(tail.s, pose.s, pose.blur).astype(np.float32)
             dens[tail.idx] += dv * band_profile(tail.d, wv, bv)
             mw = np.interp(tail.s, pose.s, mask_width).astype(np.float32)
-            tail_mask[tail.idx[np.abs(tail.d) <= 0.5 * mw]] = True
+            inside = np.abs(tail.d) <= 0.5 * mw
+            tail_mask[tail.idx[inside]] = True
+            instances[tail.idx[inside]] = len(sperm_out) + 1
+            codes[tail.idx[inside]] = np.where(tail.s[inside] <= pose.midpiece_length, 4, 5)
         a_h, b_h = pose.head_length / 2, pose.head_width / 2
         hb = pose.head_blur
         angle = math.atan2(pose.head_axis[1], pose.head_axis[0])
@@ -192,6 +201,7 @@ def render_frame(scene: Scene, t: float, rng: np.random.Generator, *, min_mask_w
             hd = np.float32(pose.head_density) * (1.0 - np.float32(pose.acrosome) * acro)
             dens[head.idx] += hd * edge_profile(head.sd, hb)
             head_mask[head.idx[head.sd <= 0.0]] = True
+            head_pixels.append((len(sperm_out) + 1, head.idx[head.sd <= 0.0], head.u[head.sd <= 0.0]))
         # contrast as a rater would judge it: the core darkening of an isolated straight band
         vis = a * (
             (1 + halo) * pose.density * peak_band(pose.width, pose.blur)
@@ -255,7 +265,16 @@ def render_frame(scene: Scene, t: float, rng: np.random.Generator, *, min_mask_w
 
     head2 = head_mask.reshape(h, w)
     tail2 = tail_mask.reshape(h, w) & ~head2
-    truth = {"full": head2 | tail2, "head": head2, "tail": tail2}
+    for k, idx, u in head_pixels:  # heads are drawn over tails
+        instances[idx] = k
+        codes[idx] = np.where(u > 0, 1, 2)
+    truth = {
+        "full": head2 | tail2,
+        "head": head2,
+        "tail": tail2,
+        "instances": instances.reshape(h, w),
+        "parts": codes.reshape(h, w),
+    }
     return Frame(image=image, truth=truth, sperm=sperm_out, debris=debris_out, brightness=gain)
 
 

@@ -1,0 +1,225 @@
+"""Label images: per-sperm instances and the six-code part map (beyond SegSperm; the spermparsing extras).
+
+* **Instances** (``GT{r}_instances/NAME.png`` or ``ROOT/instances[/<rater>]/``): integer (H, W), 0 = background,
+  1..N = one sperm each; their union is the rater's full mask. Stored as 16-bit PNG or TIFF (8-bit accepted).
+* **Parts** (``GT{r}_parts/NAME.png`` or ``ROOT/parts[/<rater>]/``): integer (H, W) with the codes of
+  :data:`PART_CODES`: 0 background, 1 acrosome, 2 nucleus, 3 vacuole (head), 4 midpiece, 5 tail (tail). Codes
+  1-3 lie inside the head mask, 4-5 inside the tail mask, and their union is the full mask.
+
+Label images open in Fiji/napari as they are: 16-bit (instances) or 8-bit (parts) gray PNG/TIFF.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from spermseg.errors import DataError
+
+#: Kinds of label image, in display order.
+LABEL_KINDS: tuple[str, str] = ("instances", "parts")
+#: Part codes of a parts label image, index = code.
+PART_CODES: tuple[str, ...] = ("background", "acrosome", "nucleus", "vacuole", "midpiece", "tail")
+N_PART_CODES = len(PART_CODES)
+HEAD_CODES: tuple[int, ...] = (1, 2, 3)
+TAIL_CODES: tuple[int, ...] = (4, 5)
+LABEL_FORMATS: tuple[str, str] = ("png", "tif")
+
+PathLike = str | os.PathLike[str]
+
+
+def read_labels(path: PathLike, kind: str = "instances") -> np.ndarray:
+    """Read a label image as stored.
+
+    Args:
+        path: gray integer PNG or TIFF (8 or 16 bit).
+        kind: ``"instances"`` or ``"parts"``; parts must hold only codes 0-5.
+
+    Returns:
+        (H, W) uint16 for instances, uint8 for parts.
+
+    Raises:
+        DataError: unreadable file, colour or float pixels, or (parts) an unknown code.
+    """
+    from spermseg.data.io import _decode
+
+    p = Path(path)
+    arr = _decode(p, kind="mask")  # palette PNGs give their indices
+    if arr.ndim != 2 or arr.dtype.kind not in "ub":
+        raise DataError(
+            f"{kind} label image {p} must be a gray 8/16-bit integer image, got dtype {arr.dtype} shape {arr.shape}; "
+            "re-export it as a 16-bit PNG"
+        )
+    if kind == "parts":
+        top = int(arr.max()) if arr.size else 0
+        if top >= N_PART_CODES:
+            bad = np.unique(arr[arr >= N_PART_CODES])[:5].tolist()
+            raise DataError(f"parts label image {p} has unknown codes {bad}; codes are 0-5 ({', '.join(PART_CODES)})")
+        return arr.astype(np.uint8)
+    return arr.astype(np.uint16)
+
+
+def write_labels(path: PathLike, labels: np.ndarray, kind: str = "instances") -> Path:
+    """Write a label image (16-bit for instances, 8-bit for parts), PNG or TIFF by the suffix of ``path``.
+
+    Args:
+        path: destination ``.png`` / ``.tif`` / ``.tiff``.
+        labels: (H, W) non-negative integers (instances <= 65535, parts <= 5).
+        kind: ``"instances"`` or ``"parts"``.
+
+    Returns:
+        The path written (atomically).
+    """
+    from spermseg.utils.atomic import atomic_path
+
+    p = Path(path)
+    arr = np.asarray(labels)
+    if arr.ndim != 2 or (arr.size and (arr.min() < 0 or arr.max() > 65535)):
+        raise DataError(f"cannot write labels {p}: expected (H, W) integers in 0-65535, got shape {arr.shape}")
+    dtype = np.uint8 if kind == "parts" else np.uint16
+    if kind == "parts" and arr.size and arr.max() >= N_PART_CODES:
+        raise DataError(f"cannot write parts {p}: codes must be 0-5")
+    arr = arr.astype(dtype)
+    suffix = p.suffix.lower()
+    with atomic_path(p) as tmp:
+        if suffix == ".png":
+            import cv2
+
+            # cv2 writes 16-bit gray PNGs that Fiji, napari and Pillow read as I;16
+            if not cv2.imwrite(str(tmp), arr):
+                raise DataError(f"cannot write labels {p}")
+        elif suffix in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(tmp, arr, compression="zlib")
+        else:
+            raise DataError(f"cannot write labels {p}: use .png or .tif")
+    return p
+
+
+def label_suffix(fmt: Literal["png", "tif"] | str) -> str:
+    """File suffix for a ``--label-format`` value."""
+    if fmt not in LABEL_FORMATS:
+        raise DataError(f"unknown label format '{fmt}'; use one of {', '.join(LABEL_FORMATS)}")
+    return "." + fmt
+
+
+def parts_to_masks(parts: np.ndarray) -> dict[str, np.ndarray]:
+    """Binary ``full`` / ``head`` / ``tail`` (H, W) bool masks derived from a parts label image (H, W)."""
+    head = np.isin(parts, HEAD_CODES)
+    tail = np.isin(parts, TAIL_CODES)
+    return {"full": head | tail, "head": head, "tail": tail}
+
+
+def check_labels(
+    kind: str,
+    labels: np.ndarray,
+    path: Path,
+    masks: dict[str, np.ndarray],
+) -> list[str]:
+    """Consistency of a label image with the same rater's binary masks (one message per finding).
+
+    Args:
+        kind: ``"instances"`` or ``"parts"``.
+        labels: (H, W) label image as read by :func:`read_labels`.
+        path: its file (for the messages).
+        masks: the rater's available bool (H, W) masks ``{"full", "head", "tail"}`` (any may be missing).
+
+    Returns:
+        Problem messages (empty when consistent): union != full, parts outside head/tail.
+    """
+    found: list[str] = []
+    full = masks.get("full")
+    if full is None and "head" in masks and "tail" in masks:
+        full = masks["head"] | masks["tail"]
+    if full is not None and full.shape == labels.shape:
+        diff = int(np.count_nonzero((labels > 0) != full))
+        if diff:
+            found.append(f"{kind} {path}: the union of the labels differs from the full mask in {diff} pixels")
+    if kind == "parts":
+        for name, codes in (("head", HEAD_CODES), ("tail", TAIL_CODES)):
+            ref = masks.get(name)
+            if ref is None or ref.shape != labels.shape:
+                continue
+            outside = int(np.count_nonzero(np.isin(labels, codes) & ~ref))
+            if outside:
+                found.append(f"parts {path}: {outside} pixels of codes {list(codes)} lie outside the {name} mask")
+    return found
+
+
+def folder_label_dirs(root: Path, default_rater: str, sort_key: Callable[[str], Any]) -> list[tuple[str, str, Path]]:
+    """Label folders of the folders layout as (rater, kind, dir).
+
+    ``ROOT/{instances,parts}/*`` belong to ``default_rater``; ``ROOT/{instances,parts}/<rater>/*`` to ``rater``.
+    """
+    from spermseg.data.io import is_image_file
+
+    out: list[tuple[str, str, Path]] = []
+    for kind in LABEL_KINDS:
+        d = root / kind
+        if not d.is_dir():
+            continue
+        if any(is_image_file(p) for p in d.iterdir() if p.is_file()):
+            out.append((default_rater, kind, d))
+        subs = [p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        out.extend((sub.name, kind, sub) for sub in sorted(subs, key=lambda p: sort_key(p.name)))
+    return out
+
+
+def check_sample_labels(
+    label_paths: dict[str, dict[str, Path]],
+    image_path: Path,
+    shape: tuple[int, ...] | None,
+    masks: dict[str, dict[str, np.ndarray]],
+) -> list[tuple[Path, str]]:
+    """Decode every label image of one sample and check it (codes, size, union = full, parts inside head/tail).
+
+    Args:
+        label_paths: ``{rater: {kind: path}}`` (``Sample.label_paths``).
+        image_path: the sample's image (for messages).
+        shape: the image's (H, W), or None when it could not be read.
+        masks: ``{rater: {part: bool (H, W)}}`` already decoded masks of the same sample.
+
+    Returns:
+        (path, one-line message) per problem.
+    """
+    found: list[tuple[Path, str]] = []
+    for rater, kinds in label_paths.items():
+        for kind, path in kinds.items():
+            try:
+                labels = read_labels(path, kind)
+            except DataError as exc:
+                found.append((path, str(exc)))
+                continue
+            if shape is not None and labels.shape != tuple(shape[:2]):
+                found.append(
+                    (
+                        path,
+                        f"size mismatch: {kind} {path} is {labels.shape[1]}x{labels.shape[0]} (WxH) but image "
+                        f"{image_path} is {shape[1]}x{shape[0]}; replace the {rater} {kind} image",
+                    )
+                )
+                continue
+            same = {k: v for k, v in masks.get(rater, {}).items() if v.shape == labels.shape}
+            found.extend(
+                (path, m + f"; fix the {rater} {kind} image or masks") for m in check_labels(kind, labels, path, same)
+            )
+    return found
+
+
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Ids renumbered 1..N in order of first appearance in raster order (uint16 (H, W); 0 stays background)."""
+    labels = np.asarray(labels)
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    keep = ids != 0
+    order = np.argsort(first[keep])
+    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, np.uint32)
+    lut[ids[keep][order]] = np.arange(1, int(keep.sum()) + 1)
+    if keep.sum() > 65535:
+        raise ValueError(f"{int(keep.sum())} instances do not fit a 16-bit label image")
+    return lut[labels].astype(np.uint16)
