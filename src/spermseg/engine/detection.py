@@ -1,9 +1,8 @@
 """Per-frame sperm detections for tracking: instances, head position, tail length and tail-tip angle.
 
 A frame's mask becomes one label per sperm (:func:`frame_instances`): label images are used as they are; a
-binary mask is separated by the per-sperm separation of :mod:`spermseg.engine.instances` when that module is
-installed (touching heads and crossing tails stay two sperm), else by the same seeded rule in its simplest form
-(heads as seeds, every mask pixel joins the geodesically nearest head: a marker watershed on a flat relief).
+binary mask is separated by the per-sperm separation of :mod:`spermseg.engine.instances` (heads as seeds, tails
+followed along the skeleton through crossings: touching heads and crossing tails stay two sperm).
 
 Each instance with a head gives a :class:`Detection` (:func:`detect`):
 
@@ -79,10 +78,8 @@ def frame_instances(mask_or_labels: np.ndarray, opt: DetectOptions) -> np.ndarra
     if arr.dtype != np.bool_ and arr.size and int(arr.max()) > 1 and not _is_binary_255(arr):
         return arr.astype(np.int32)
     full = arr.astype(bool)
-    try:
-        from spermseg.engine.instances import InstanceOptions, separate_instances
-    except ImportError:
-        return _seeded_instances(full, opt)
+    from spermseg.engine.instances import InstanceOptions, separate_instances
+
     area = opt.min_head_area
     return separate_instances(
         full,
@@ -96,25 +93,6 @@ def frame_instances(mask_or_labels: np.ndarray, opt: DetectOptions) -> np.ndarra
 def _is_binary_255(arr: np.ndarray) -> bool:
     values = np.unique(arr)
     return values.size <= 2 and set(values.tolist()) <= {0, 255}
-
-
-def _seeded_instances(full: np.ndarray, opt: DetectOptions) -> np.ndarray:
-    """Heads (opened mask, parts >= min_head_area) seed a marker watershed on a flat relief inside the mask."""
-    from scipy import ndimage as ndi
-    from skimage.segmentation import watershed
-
-    seeds, n = ndi.label(heads_of(full, opt), structure=_EIGHT)
-    if n == 0:
-        return np.zeros(full.shape, np.int32)
-    areas = np.bincount(seeds.ravel(), minlength=n + 1)
-    keep = areas >= opt.min_head_area
-    keep[0] = False
-    lut = np.zeros(n + 1, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1)
-    seeds = lut[seeds]
-    if not seeds.any():
-        return np.zeros(full.shape, np.int32)
-    return watershed(np.zeros(full.shape, np.uint8), seeds, mask=full, connectivity=2).astype(np.int32)
 
 
 def detect(labels: np.ndarray, opt: DetectOptions) -> list[Detection]:
