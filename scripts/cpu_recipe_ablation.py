@@ -26,15 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Variant name -> ``--set`` overrides on top of ``--preset cpu`` (leave-one-out of the preset's levers).
 VARIANTS: dict[str, list[str]] = {
     "cpu": [],
+    "loss_dice_bce": ["loss.name=dice_bce"],
+    "loss_dice_bce_skeleton_recall": ["loss.name=skeleton_recall", "loss.thin_weight=1.0"],
+    "loss_bce_skeleton_recall": ["loss.name=skeleton_recall", "loss.dice_weight=0", "loss.thin_weight=1.0"],
+    "loss_dice_bce_cldice": ["loss.name=cldice", "loss.thin_weight=0.5"],
     "no_bias_prior": ["model.bias_prior=false"],
-    "multistep_schedule": ["schedule.name=multistep", "schedule.milestones=[{m1},{m2}]", "schedule.gamma=0.3"],
     "uniform_crops": ["data.crop_foreground=0"],
+    "multistep_schedule": ["schedule.name=multistep", "schedule.milestones=[{m1},{m2}]", "schedule.gamma=0.3"],
     "crop128_batch32": ["data.crop=128", "schedule.batch_size=32"],
     "width8": ["model.width=8"],
-    "loss_bce": ["loss.name=bce"],
-    "loss_cldice": ["loss.name=cldice", "loss.thin_weight=0.5"],
-    "loss_skeleton_recall": ["loss.name=skeleton_recall", "loss.thin_weight=1.0"],
-    "loss_bce_skeleton_recall": ["loss.name=skeleton_recall", "loss.dice_weight=0", "loss.thin_weight=1.0"],
     "fp32": ["runtime.amp=off", "runtime.channels_last=off"],
 }
 
