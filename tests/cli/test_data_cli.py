@@ -39,7 +39,8 @@ def test_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "train: 3 images, size 16x10 (WxH)" in out
     assert "test_small: 1 images" in out
-    assert "GT1: full, head, tail; GT2: full, head, tail; GT3: full, head, tail" in out
+    labelled = "full, head, tail; labels: instances, parts"
+    assert f"GT1: {labelled}; GT2: {labelled}; GT3: {labelled}" in out
     assert "2 groups (largest: v1, 2 images)" in out
     assert "problems: none" in out and "OK" in out
 
@@ -126,5 +127,6 @@ def test_check_real_dataset_full(spermparsing_root: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     for split, n in (("train", 192), ("test", 64), ("test_small", 64)):
         assert f"{split}: {n} images, size 640x512 (WxH)" in out
-    assert "GT1: full, head, tail; GT2: full, head, tail; GT3: full, head, tail" in out
+    labelled = "full, head, tail; labels: instances, parts"
+    assert f"GT1: {labelled}; GT2: {labelled}; GT3: {labelled}" in out
     assert "problems: none" in out

@@ -91,3 +91,23 @@ def test_training_state_round_trip(tmp_path: Path) -> None:
         assert torch.equal(a, b)
     with pytest.raises(CheckpointError, match="does not match"):
         load_training_state(tmp_path, model=create_model("unet", width=8), optimizer=opt2, scheduler=sched2)
+
+
+def test_a_resumed_run_leaves_no_temporary_file_of_a_killed_write(tmp_path: Path) -> None:
+    """A SIGKILL inside an atomic write leaves '.NAME.RANDOM.SUFFIX'; the next completed save removes it."""
+    from spermseg.engine.checkpoints import save_checkpoint
+
+    model = create_model("unet", width=4)
+    opt = torch.optim.Adam(model.parameters())
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [1])
+    (tmp_path / "state").mkdir()
+    debris = [tmp_path / "state" / ".epoch_0002.kjbw7wec.safetensors", tmp_path / ".last.ab12cd.safetensors",
+              tmp_path / ".metrics.x1y2.csv"]  # fmt: skip
+    for f in debris:
+        f.write_bytes(b"half")
+    keep = tmp_path / "notes.txt"
+    keep.write_text("user file")
+    save_checkpoint(tmp_path / "last", model, {"normalization": "minmax"})
+    save_training_state(tmp_path, epoch=3, model=model, optimizer=opt, scheduler=sched)
+    assert not any(f.exists() for f in debris)
+    assert keep.is_file() and (tmp_path / "state" / "latest.json").is_file()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spermseg.errors import CheckpointError
-from spermseg.utils.atomic import atomic_path, atomic_write_json
+from spermseg.utils.atomic import atomic_path, atomic_write_json, remove_stale_temporaries
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -124,6 +124,7 @@ def save_checkpoint(stem: str | Path, model: nn.Module, meta: Mapping[str, Any])
     full["format"] = FORMAT_VERSION
     full["weights_bytes"] = weights.stat().st_size
     atomic_write_json(stem.with_suffix(".json"), full)
+    remove_stale_temporaries(stem.parent, stem.name)  # debris of a write killed in an earlier epoch
     return stem
 
 
@@ -321,6 +322,10 @@ def save_training_state(
     atomic_write_json(stem.with_suffix(".json"), info)
     pointer = {"epoch": epoch, "stem": stem.name, "json_sha256": _file_sha256(stem.with_suffix(".json"))}
     atomic_write_json(state_dir / "latest.json", pointer)  # the commit point
+    # Only this process writes here: what is left is the debris of a write killed before a resume.
+    remove_stale_temporaries(state_dir)
+    for name in ("best", "last", "metrics", "config", "result"):
+        remove_stale_temporaries(Path(run_dir), name)
     for old in sorted(state_dir.glob("epoch_*.json"))[:-keep] if keep > 0 else []:
         if old.stem != stem.name:
             old.unlink(missing_ok=True)

@@ -77,3 +77,26 @@ def nan_to_none(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [nan_to_none(v) for v in obj]
     return obj
+
+
+def remove_stale_temporaries(folder: str | Path, stem: str | None = None) -> int:
+    """Delete the temporary files that :func:`atomic_path` leaves when a process is killed mid-write.
+
+    They are named ``.{stem}.{random}{suffix}`` beside their target. Call this once the target itself has been
+    written again (a newer complete file exists), so that a run resumed after a kill leaves no debris.
+
+    Args:
+        folder: the folder of the targets.
+        stem: only temporaries of this target stem (None: every ``.*`` file of ``atomic_path``'s pattern).
+
+    Returns:
+        How many files were removed.
+    """
+    folder = Path(folder)
+    pattern = f".{stem}.*" if stem is not None else ".*.*"
+    removed = 0
+    for tmp in folder.glob(pattern):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
