@@ -39,8 +39,7 @@ def test_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "train: 3 images, size 16x10 (WxH)" in out
     assert "test_small: 1 images" in out
-    labelled = "full, head, tail; labels: instances, parts"
-    assert f"GT1: {labelled}; GT2: {labelled}; GT3: {labelled}" in out
+    assert "GT1: full, head, tail; GT2: full, head, tail; GT3: full, head, tail" in out
     assert "2 groups (largest: v1, 2 images)" in out
     assert "problems: none" in out and "OK" in out
 
