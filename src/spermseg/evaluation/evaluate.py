@@ -22,6 +22,59 @@ SOFT_MASK_SUFFIXES = (".npy", ".png", ".tif", ".tiff")
 PREDICT_SOFT_SUFFIX = "_prob"
 
 
+def match_prediction_files(
+    pred_dir: str | Path,
+    names: Sequence[str],
+    *,
+    suffixes: Sequence[str],
+    tag: str,
+    what: str,
+    hint: str,
+    prefer_tagged: bool = False,
+) -> list[Path]:
+    """The prediction file of every image name, matched by stem: ``NAME.EXT`` or ``NAME{tag}.EXT``.
+
+    The one matching rule of every ``spermseg evaluate`` mode (soft masks, instance and part label images).
+
+    Args:
+        pred_dir: the prediction folder.
+        names: image file names, in order.
+        suffixes: accepted file endings (lower case, with the dot).
+        tag: the stem suffix ``spermseg predict`` writes (``_prob``, ``_instances``, ``_parts``).
+        what: what a file holds, for messages ("soft mask", "instances image").
+        hint: how to fix a missing prediction (end of the error message).
+        prefer_tagged: take ``NAME{tag}`` when both it and ``NAME`` exist (else both is an error).
+
+    Raises:
+        DataError: the folder is missing, a prediction is missing, or an image has several candidate files.
+    """
+    folder = Path(pred_dir)
+    if not folder.is_dir():
+        raise DataError(f"prediction folder not found: {folder}; pass --pred DIR with one {what} per image")
+    by_stem: dict[str, list[Path]] = {}
+    for f in folder.iterdir():
+        if f.is_file() and f.suffix.lower() in suffixes:
+            by_stem.setdefault(f.stem, []).append(f)
+    out, missing = [], []
+    for name in names:
+        stem = Path(name).stem
+        tagged, plain = by_stem.get(stem + tag, []), by_stem.get(stem, [])
+        found = (tagged or plain) if prefer_tagged else plain + tagged
+        if not found:
+            missing.append(name)
+        elif len(found) > 1:
+            raise DataError(
+                f"several {what}s for image {name} in {folder}: {', '.join(sorted(f.name for f in found))}; keep one"
+            )
+        else:
+            out.append(found[0])
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(names)} images have no {what} in {folder} (first: {missing[0]}); {hint}"
+        )
+    return out
+
+
 def find_predictions(pred_dir: str | Path, names: Sequence[str]) -> list[Path]:
     """The soft-mask file of every image name, matched by stem.
 
@@ -31,32 +84,15 @@ def find_predictions(pred_dir: str | Path, names: Sequence[str]) -> list[Path]:
     Raises:
         DataError: the folder is missing, a prediction is missing, or a stem has several soft-mask files.
     """
-    folder = Path(pred_dir)
-    if not folder.is_dir():
-        raise DataError(f"prediction folder not found: {folder}; pass --pred DIR with one soft mask per image")
-    by_stem: dict[str, list[Path]] = {}
-    for f in folder.iterdir():
-        if f.is_file() and f.suffix.lower() in SOFT_MASK_SUFFIXES:
-            by_stem.setdefault(f.stem, []).append(f)
-    out, missing = [], []
-    for name in names:
-        stem = Path(name).stem
-        found = by_stem.get(stem, []) + by_stem.get(stem + PREDICT_SOFT_SUFFIX, [])
-        if not found:
-            missing.append(name)
-        elif len(found) > 1:
-            raise DataError(
-                f"several soft masks for image {name} in {folder}: {', '.join(sorted(f.name for f in found))}; keep one"
-            )
-        else:
-            out.append(found[0])
-    if missing:
-        raise DataError(
-            f"{len(missing)} of {len(names)} images have no soft mask in {folder} (first: {missing[0]}); write one "
-            f"file per image named like the image or NAME{PREDICT_SOFT_SUFFIX} ({', '.join(SOFT_MASK_SUFFIXES)}), "
-            "as 'spermseg predict --out DIR' does"
-        )
-    return out
+    return match_prediction_files(
+        pred_dir,
+        names,
+        suffixes=SOFT_MASK_SUFFIXES,
+        tag=PREDICT_SOFT_SUFFIX,
+        what="soft mask",
+        hint=f"write one file per image named like the image or NAME{PREDICT_SOFT_SUFFIX} "
+        f"({', '.join(SOFT_MASK_SUFFIXES)}), as 'spermseg predict --out DIR' does",
+    )
 
 
 def reference_masks(arrays: Any, rater: str) -> dict[str, list[np.ndarray] | None]:

@@ -18,34 +18,22 @@ LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 
 
 def find_label_predictions(pred_dir: str | Path, names: Sequence[str], kind: str) -> list[Path]:
-    """The predicted label image of every image name (``NAME_{kind}.*`` or ``NAME.*``).
+    """The predicted label image of every image name (``NAME_{kind}.*``, else ``NAME.*``).
 
     Raises:
         DataError: missing folder, a missing prediction, or several candidates for one image.
     """
-    folder = Path(pred_dir)
-    if not folder.is_dir():
-        raise DataError(f"prediction folder not found: {folder}; pass --pred DIR with one {kind} image per image")
-    by_stem: dict[str, list[Path]] = {}
-    for f in folder.iterdir():
-        if f.is_file() and f.suffix.lower() in LABEL_SUFFIXES:
-            by_stem.setdefault(f.stem, []).append(f)
-    out, missing = [], []
-    for name in names:
-        stem = Path(name).stem
-        found = by_stem.get(f"{stem}_{kind}") or by_stem.get(stem, [])
-        if not found:
-            missing.append(name)
-        elif len(found) > 1:
-            raise DataError(f"several {kind} images for {name} in {folder}: {', '.join(f.name for f in found)}")
-        else:
-            out.append(found[0])
-    if missing:
-        raise DataError(
-            f"{len(missing)} of {len(names)} images have no {kind} image in {folder} (first: {missing[0]}); "
-            f"write NAME_{kind}.png per image, as 'spermseg predict' does"
-        )
-    return out
+    from spermseg.evaluation.evaluate import match_prediction_files
+
+    return match_prediction_files(
+        pred_dir,
+        names,
+        suffixes=LABEL_SUFFIXES,
+        tag=f"_{kind}",
+        what=f"{kind} image",
+        hint=f"write NAME_{kind}.png per image, as 'spermseg predict' does",
+        prefer_tagged=True,
+    )
 
 
 def _load_reference(gt_root: str | Path, split: str, rater: str, kind: str) -> Any:
