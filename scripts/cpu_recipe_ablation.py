@@ -36,6 +36,9 @@ VARIANTS: dict[str, list[str]] = {
     "crop128_batch32": ["data.crop=128", "schedule.batch_size=32"],
     "width8": ["model.width=8"],
     "fp32": ["runtime.amp=off", "runtime.channels_last=off"],
+    "no_blur": ["augment.ops=[hflip,vflip,rotate,zoom,contrast,brightness]"],
+    "no_zoom": ["augment.ops=[hflip,vflip,rotate,blur,contrast,brightness]"],
+    "width24": ["model.width=24"],
 }
 
 

@@ -50,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
     parser.add_argument(
+        "--min-head-radius",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="remove predicted pieces with no part this thick (detached tails, debris; docs/training.md); default: "
+        "the radius the model measured on its training labels, 0 keeps every piece",
+    )
+    parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         label_format=args.label_format,
         instance_method=args.instance_method,
         existing=args.existing,
+        min_head_radius=args.min_head_radius,
     )
     summary = predict_inputs(args.model, args.inputs, args.out, options)
     done = summary.n_images + summary.n_frames

@@ -12,7 +12,7 @@ Label images open in Fiji/napari as they are: 16-bit (instances) or 8-bit (parts
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,3 +223,59 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     if keep.sum() > 65535:
         raise ValueError(f"{int(keep.sum())} instances do not fit a 16-bit label image")
     return lut[labels].astype(np.uint16)
+
+
+def inscribed_radii(mask: np.ndarray) -> np.ndarray:
+    """Radius (px) of the largest disk inside each 8-connected component of a mask: its distance-transform maximum.
+
+    Args:
+        mask: bool (H, W).
+
+    Returns:
+        float32 (N,), one value per component (empty when the mask is empty).
+    """
+    import cv2
+    from scipy import ndimage as ndi
+
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    n, lab = cv2.connectedComponents(m, connectivity=8)
+    if n <= 1:
+        return np.zeros(0, np.float32)
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.asarray(ndi.maximum(dist, lab, index=np.arange(1, n)), dtype=np.float32)
+
+
+#: A head must be this many times thicker than a tail (5th percentile of heads vs 95th of tails) for the scale
+#: to separate them; otherwise no whole-sperm radius is recorded (e.g. low-magnification frames).
+SEPARATION_RATIO = 1.5
+
+
+def whole_sperm_scale(heads: Sequence[np.ndarray], tails: Sequence[np.ndarray]) -> dict[str, float | None]:
+    """How thick heads and tails are in a labelled set, and the radius that tells a head from a tail.
+
+    A sperm is a head with its tail; a predicted piece too thin anywhere to hold a head (a detached tail, debris)
+    is not a whole sperm, and raters who annotate whole sperm leave such pieces unlabelled. The radius that
+    separates the two is the midpoint between the 95th percentile of the tails' inscribed radii and the 5th
+    percentile of the heads' (:func:`inscribed_radii` per head / tail component). It is only defined when heads
+    are clearly thicker (:data:`SEPARATION_RATIO`).
+
+    Args:
+        heads: bool (H, W) head masks, one per image.
+        tails: bool (H, W) tail masks of the same images.
+
+    Returns:
+        ``{"head_radius_p5", "head_radius_median", "tail_radius_p95", "min_head_radius"}`` in pixels
+        (``None`` where undefined: no heads/tails labelled, or parts that do not separate).
+    """
+    head_r = np.concatenate([inscribed_radii(h) for h in heads] or [np.zeros(0, np.float32)])
+    tail_r = np.concatenate([inscribed_radii(t) for t in tails] or [np.zeros(0, np.float32)])
+    out: dict[str, float | None] = dict.fromkeys(
+        ("head_radius_p5", "head_radius_median", "tail_radius_p95", "min_head_radius")
+    )
+    if len(head_r) == 0 or len(tail_r) == 0:
+        return out
+    h5, hmed, t95 = (float(np.percentile(r, q)) for r, q in ((head_r, 5), (head_r, 50), (tail_r, 95)))
+    out.update(head_radius_p5=round(h5, 3), head_radius_median=round(hmed, 3), tail_radius_p95=round(t95, 3))
+    if h5 >= SEPARATION_RATIO * t95:
+        out["min_head_radius"] = round((h5 + t95) / 2, 3)
+    return out

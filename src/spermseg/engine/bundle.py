@@ -71,6 +71,13 @@ class Predictor(nn.Module):
         self.ensemble = ensemble
         self.ensemble_normalization = ensemble_normalization or "minmax"
         self.threshold = float(threshold)
+        # The whole-sperm radius of the training labels (engine.postprocess): the smallest the members recorded
+        # (the least removal), None when none did (parts networks, data without head/tail labels, old runs).
+        from spermseg.engine.postprocess import min_head_radius_of
+
+        radii = [min_head_radius_of(getattr(b, "spermseg_meta", {}) or {}) for b in bases]
+        radii = [r for r in radii if r is not None]
+        self.min_head_radius: float | None = min(radii) if radii else None
 
     @property
     def combine(self) -> str:

@@ -90,6 +90,7 @@ def export_onnx(model: str | Path, out: str | Path, *, opset: int = 18) -> Path:
             "spermseg_divisor": str(divisor),
             "spermseg_combine": predictor.combine,
             "spermseg_normalizations": json.dumps(predictor.base_normalizations),
+            "spermseg_min_head_radius": json.dumps(predictor.min_head_radius),
         }
         for key, value in meta.items():
             entry = proto.metadata_props.add()
@@ -109,6 +110,12 @@ def _metadata(path: str | Path) -> dict[str, str]:
 def onnx_threshold(path: str | Path) -> float:
     """The decision threshold stored in an exported model (0.5 when absent)."""
     return float(_metadata(path).get("spermseg_threshold", 0.5))
+
+
+def onnx_min_head_radius(path: str | Path) -> float | None:
+    """The whole-sperm radius stored in an exported model (``None`` when absent: no filtering)."""
+    value = json.loads(_metadata(path).get("spermseg_min_head_radius", "null"))
+    return None if value is None else float(value)
 
 
 def onnx_session(path: str | Path, device: str = "cpu") -> Any:

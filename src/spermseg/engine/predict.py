@@ -75,6 +75,8 @@ class PredictOptions:
     label_format: Literal["png", "tif"] = "png"
     instance_method: str = "skeleton"
     existing: Literal["refuse", "overwrite", "append"] = "refuse"  # when OUT holds an earlier run's results
+    # whole-sperm filter (engine.postprocess): None = the model's radius (from its training labels), 0 = off
+    min_head_radius: float | None = None
 
 
 def validate_options(options: PredictOptions) -> None:
@@ -94,6 +96,8 @@ def validate_options(options: PredictOptions) -> None:
             f"--tile-overlap must be in [0, --tile) = [0, {options.tile}), got {options.tile_overlap}; "
             f"e.g. --tile-overlap {options.tile // 8}"
         )
+    if options.min_head_radius is not None and not 0.0 <= options.min_head_radius < float("inf"):
+        raise SpermsegError(f"--min-head-radius must be >= 0 px (0: keep every piece), got {options.min_head_radius}")
     if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
         raise SpermsegError(f"--threshold {options.threshold} is outside [0, 1]")
     if options.pixel_size is not None and not 0.0 < options.pixel_size < float("inf"):
@@ -247,22 +251,28 @@ def in_chunks(fn: BatchFn, batch_size: int) -> BatchFn:
 
 def build_batch_fn(model: str | Path, options: PredictOptions) -> tuple[BatchFn, float]:
     """The prediction callable for ``model`` (bundle dir, run dir, checkpoint or ``.onnx``) and its threshold."""
+    from spermseg.engine.postprocess import with_whole_sperm
+
     if options.backend == "onnx" or str(model).endswith(".onnx"):
-        from spermseg.engine.onnx_export import onnx_threshold
+        from spermseg.engine.onnx_export import onnx_min_head_radius, onnx_threshold
 
         fn = onnx_backend(model, "cuda" if options.device.startswith("cuda") else "cpu")
-        threshold = onnx_threshold(model)
+        threshold, radius = onnx_threshold(model), onnx_min_head_radius(model)
     else:
         from spermseg.engine.bundle import load_predictor
 
         predictor = load_predictor(model)
         fn = torch_backend(predictor, options.device, precision=options.precision)
-        threshold = predictor.threshold
+        threshold, radius = predictor.threshold, predictor.min_head_radius
     if options.tta:
         fn = with_flip_tta(fn)
     fn = with_tiling(fn, options.tile, options.tile_overlap, options.batch_size) if options.tile else fn
     if options.threshold is not None:
         threshold = float(options.threshold)
+    if options.min_head_radius is not None:
+        radius = float(options.min_head_radius)
+    # on whole images (after tiling): a piece's thickness is a property of the whole piece
+    fn = with_whole_sperm(fn, threshold, radius)
     return in_chunks(fn, options.batch_size), threshold
 
 

@@ -161,6 +161,26 @@ def load_split_data(
     )
 
 
+def whole_sperm_scale_of(cfg: TrainConfig, names: Sequence[str]) -> dict[str, float | None] | None:
+    """:func:`spermseg.data.labels.whole_sperm_scale` of the training images ``names`` (their head/tail labels).
+
+    Returns ``None`` when the training rater has no head and tail masks (e.g. a folder dataset of full masks).
+    """
+    from spermseg.data.arrays import load_split
+    from spermseg.data.labels import whole_sperm_scale
+
+    try:
+        arrays = load_split(cfg.data.root, cfg.data.train_split, raters=[cfg.data.rater], parts=("head", "tail"))
+    except DataError:
+        return None
+    heads, tails = arrays.masks(cfg.data.rater, "head"), arrays.masks(cfg.data.rater, "tail")
+    if heads is None or tails is None:
+        return None
+    keep = set(names)
+    idx = [i for i, n in enumerate(arrays.names) if n in keep]
+    return whole_sperm_scale([heads[i] for i in idx], [tails[i] for i in idx])
+
+
 def attach_cached_masks(data: SplitData, cache_dir: str | Path, split: str, model_ids: Sequence[str]) -> list[str]:
     """Attach soft masks from the mask cache to ``data`` (aligned by image name); return the model ids used.
 
@@ -761,6 +781,9 @@ def train(
             "data_fingerprint": train_data.fingerprint,
             "seed": cfg.seed,
         }
+        if not parts and cfg.data.part == "full":
+            # head/tail thickness of the training labels: predict's whole-sperm filter (engine.postprocess)
+            meta_base["whole_sperm"] = whole_sperm_scale_of(cfg, train_data.names)
         if cfg.model.ensemble:
             meta_base.update({"n_masks": n_masks, "inputs": inputs_ids, "mask_cache": str(cfg.model.masks)})
 
