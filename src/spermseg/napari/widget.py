@@ -211,7 +211,7 @@ class SegmentSpermWidget(QWidget):
                 raise Cancelled()
             self._progress.changed.emit(done, total, stage)
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errors are shown by _on_error, not re-raised in the GUI thread
         def work() -> list[LayerDataTuple]:
             return segment_layers(data, rgb=rgb, name=name, progress=report, **opts)
 
