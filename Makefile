@@ -34,9 +34,9 @@ format: $(STAMP)
 # System packages some tests need; needs root and apt-get, skipped otherwise. Tests never install anything
 # themselves; without these packages they skip and say so.
 # - chromium: headless chromium renders the HTML report;
-# - Qt + OpenGL for the napari plugin's tests (tests/napari): napari draws with OpenGL even with Qt's offscreen
-#   platform, which gets it through an X server, so Xvfb (the tests start a private one) and Mesa's software GL;
-#   the xcb libraries are what PyQt5's platform plugins link against.
+# - Qt + OpenGL for the napari plugin's tests (tests/napari): napari draws its canvas with OpenGL, which Qt 6's
+#   offscreen platform lacks, so the tests run hidden viewers on a private Xvfb (Qt's xcb platform) with Mesa's
+#   software GL; the xcb libraries are what PyQt6's xcb platform plugin links against.
 QT_SYSTEM_DEPS := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libglib2.0-0 libdbus-1-3 libfontconfig1 libxkbcommon0 \
 	libxkbcommon-x11-0 libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
 	libxcb-render-util0 libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0

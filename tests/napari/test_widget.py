@@ -1,4 +1,4 @@
-"""The "Segment sperm" widget in a real (offscreen) napari viewer: layers, table, row selection, CSV, manifest."""
+"""The "Segment sperm" widget in a real napari viewer (hidden, on Xvfb): layers, table, row selection, CSV, manifest."""
 
 from __future__ import annotations
 
