@@ -202,7 +202,8 @@ class SegmentSpermWidget(QWidget):
             return None
         if self.worker is not None:
             return None
-        data, rgb, name = np.asarray(layer.data), bool(layer.rgb), layer.name
+        data = layer.data[0] if layer.multiscale else layer.data  # a pyramid: its full-resolution level
+        data, rgb, name = np.asarray(data), bool(layer.rgb), layer.name
         opts = self.options()
         self._cancel.clear()
 
