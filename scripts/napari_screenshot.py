@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/figures/napari_widget.png"), help="PNG to write")
     parser.add_argument("--pixel-size", type=float, default=0.0, help="micrometres per pixel (0: unknown)")
     parser.add_argument("--row", type=int, default=0, help="table row to select (highlights that sperm)")
+    parser.add_argument("--only-selected", action="store_true", help="show only the selected sperm's label")
     parser.add_argument("--size", type=int, nargs=2, default=(1500, 820), metavar=("W", "H"), help="window size")
     parser.add_argument("--colors", type=int, default=128, help="palette colours of the PNG (keeps it small)")
     args = parser.parse_args(argv)
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     widget.select_row(min(args.row, len(widget.rows()) - 1))
     viewer.layers.selection.active = widget.table_layer
+    widget.table_layer.show_selected_label = args.only_selected  # default: every sperm, the row still selected
     viewer.reset_view()
     for _ in range(20):
         QApplication.processEvents()

@@ -293,7 +293,9 @@ class SegmentSpermWidget(QWidget):
         """Show the table of a Labels layer that carries one."""
         self.table_layer = layer
         meta = self.table_meta()
-        columns, rows = list(meta.get("columns", [])), self.rows()
+        id_column = meta.get("id_column")
+        columns = [c for c in [id_column] if c] + [c for c in meta.get("columns", []) if c != id_column]  # id first
+        rows = self.rows()
         self.table.blockSignals(True)
         self.table.clear()
         self.table.setColumnCount(len(columns))
