@@ -133,3 +133,26 @@ def test_refusals_and_cancel(dark_model: Path, frames) -> None:
 
     with pytest.raises(Cancelled):
         segment_layers(stack, dark_model, pixel_size_um=PX, fps=FPS, progress=stop)
+
+
+def test_reader_opens_a_predicted_video_as_a_stack(dark_model: Path, frames, tmp_path: Path) -> None:
+    from spermseg.engine.video import VideoWriter
+
+    stack = frames[0][:3]
+    video = tmp_path / "clip.mp4"
+    with VideoWriter(video, fps=FPS, size=stack.shape[1:]) as writer:
+        for frame in stack:
+            writer.write(np.repeat(frame[..., None], 3, axis=2))
+    out = tmp_path / "pred"
+    assert main(["predict", str(video), "--model", str(dark_model), "--out", str(out), "--instances"]) == 0
+    assert napari_get_reader(str(out / "clip" / "frame_000001_instances.png")) is not None
+    opened = read_outputs(str(out))
+    assert [(m["name"], k) for _, m, k in opened] == [("clip sperm prob", "image"), ("clip sperm", "labels")]
+    labels = opened[1][0]
+    assert labels.shape == (3, *stack.shape[1:])
+    np.testing.assert_array_equal(labels[2], read_labels(out / "clip" / "frame_000002_instances.png"))
+    table = _table(opened)
+    assert table["columns"][0] == "frame" and {int(r["frame"]) for r in table["rows"]} <= {0, 1, 2}
+    for f in range(3):
+        ids = {int(r["sperm_id"]) for r in table["rows"] if int(r["frame"]) == f}
+        assert ids == set(np.unique(labels[f]).tolist()) - {0}
