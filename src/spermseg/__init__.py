@@ -23,7 +23,7 @@ def load_model(path: str) -> torch.nn.Module:
     Returns:
         The model in eval mode, on the CPU, with its metadata dict attached as ``model.spermseg_meta``.
     """
-    from spermseg.engine.checkpoints import load_model as _load_model
+    from spermseg.models.checkpoints import load_model as _load_model
 
     return _load_model(path)
 

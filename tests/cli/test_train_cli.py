@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from train_helpers import make_lines_dataset, tiny_overrides  # noqa: E402
 
 from spermseg.cli import main  # noqa: E402

@@ -110,7 +110,7 @@ def _device_for_job(device: str | None, job: int) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from spermseg.cli._common import emit_json
     from spermseg.cli.train import build_config
-    from spermseg.engine.trainer import is_finished, train
+    from spermseg.training.trainer import is_finished, train
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:

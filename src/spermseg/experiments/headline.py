@@ -51,7 +51,7 @@ def _row(method: str, role: str, records: Sequence[Mapping[str, Any]]) -> dict[s
 
 
 def headline(evaluation: Mapping[str, Any], featured: str, rater: str) -> dict[str, Any] | None:
-    """The headline table from :func:`spermseg.experiments.table3.evaluate_ensembles` records.
+    """The headline table from :func:`spermseg.ensembling.table3.evaluate_ensembles` records.
 
     Args:
         evaluation: the evaluation with base, ``avg`` and ensemble records (``include_base=True``).

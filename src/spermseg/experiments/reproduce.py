@@ -56,7 +56,7 @@ class ReproduceConfig:
         data: dataset root (SegSperm layout with train / test / test_small).
         models: base models (registry names).
         seeds: training seeds of the base models (paper: 5 runs).
-        train_preset: training preset of :mod:`spermseg.engine.config` for base models and ensembles.
+        train_preset: training preset of :mod:`spermseg.training.config` for base models and ensembles.
         train_overrides: extra ``key=value`` overrides for every base-model training run.
         ensemble_overrides: extra ``key=value`` overrides for every ensembling-network training run.
         normalizations: normalizations compared in step 2 (Fig. 9).
@@ -374,7 +374,7 @@ class Reproduction:
 
     def base_train_config(self, model: str, norm: str, seed: int) -> Any:
         """The engine's TrainConfig of one base run (identical for the normalization and base steps)."""
-        from spermseg.engine.config import train_config
+        from spermseg.training.config import train_config
 
         tc = train_config(self.cfg.train_preset, overrides=list(self.cfg.train_overrides))
         tc = dataclasses.replace(
@@ -403,7 +403,7 @@ class Reproduction:
 
     def train_base(self, model: str, norm: str, seed: int, say: Callable[[str], None]) -> dict[str, Any]:
         """Train (or skip / resume) one base run; returns its ``result.json``."""
-        from spermseg.engine.trainer import TrainHooks, is_finished, train
+        from spermseg.training.trainer import TrainHooks, is_finished, train
 
         rd = self.run_dir(model, norm, seed)
         if is_finished(rd):
@@ -425,7 +425,7 @@ class Reproduction:
 
     def train_all(self, runs: Sequence[tuple[str, str, int]], say: Callable[[str], None]) -> dict[tuple, dict]:
         """Train (or skip) several base runs, ``cfg.jobs`` at a time; returns ``{(model, norm, seed): result}``."""
-        from spermseg.engine.trainer import is_finished
+        from spermseg.training.trainer import is_finished
 
         todo = [r for r in dict.fromkeys(runs) if not is_finished(self.run_dir(*r))]
         if self.cfg.jobs > 1 and len(todo) > 1:
@@ -551,7 +551,7 @@ class Reproduction:
         import shlex
 
         from spermseg.config import save_config
-        from spermseg.engine.trainer import is_finished
+        from spermseg.training.trainer import is_finished
         from spermseg.utils.atomic import atomic_write_text
 
         plan = Path(plan_dir)
@@ -591,7 +591,7 @@ class Reproduction:
         return {f"{m}_s{s}": self.run_dir(m, "minmax", s) for m in self.cfg.models for s in self.cfg.seeds}
 
     def build_cache(self, splits: Sequence[str], say: Callable[[str], None]) -> dict[str, Any]:
-        from spermseg.engine.mask_cache import build_cache
+        from spermseg.ensembling.mask_cache import build_cache
 
         runs = self.base_runs()
         return build_cache(
@@ -608,7 +608,7 @@ class Reproduction:
 
     def cached(self, split: str, ids: Sequence[str]) -> np.ndarray:
         """(N, len(ids), H, W) float32 cached soft masks, checked against the split's image order."""
-        from spermseg.engine.mask_cache import load_cached_masks
+        from spermseg.ensembling.mask_cache import load_cached_masks
 
         names, stack = load_cached_masks(self.cache_dir, split, list(ids))
         if names != list(self.arrays(split).names):
@@ -676,10 +676,10 @@ class Reproduction:
         "leaks_test", "kinds", "seeds", "runs": {"kind|E": [run dirs]}, "table": {metric: {kind: {E: stat}}},
         "best": "kind|E" by mean AP, "best_base": architecture ranked first on rank_on}``.
         """
-        from spermseg.experiments.ensemble_training import train_ensemble
+        from spermseg.ensembling.ensemble_training import train_ensemble
+        from spermseg.ensembling.selection import all_selections
+        from spermseg.ensembling.table3 import evaluate_ensembles
         from spermseg.experiments.headline import headline
-        from spermseg.experiments.selection import all_selections
-        from spermseg.experiments.table3 import evaluate_ensembles
 
         splits = [self.cfg.train_split, self.cfg.test_split]
         if self.cfg.multi_rater_split in self.dataset().splits:
@@ -784,8 +784,8 @@ class Reproduction:
         """Named predictors ``f(images) -> (N, H, W) probs`` on raw [0, 1] images: the base models (best seed
         each), ``avg|E3`` and the featured ensemble, each recomputing the base models' soft masks from the images
         given (so blurred inputs propagate through the whole ensemble)."""
-        from spermseg.engine.checkpoints import load_model
-        from spermseg.engine.inference import predict_probs
+        from spermseg.inference.forward import predict_probs
+        from spermseg.models.checkpoints import load_model
 
         base_ids = self._best_base_ids(results)
         models: dict[str, Any] = {}

@@ -325,7 +325,7 @@ def deep_supervision_loss(
 
     ``loss = BCE(logits, y) + sum_s alpha_s * BCE(up(aux_s), y)``, each BCE averaged over pixels and batch (Eq. 2
     sums; the mean only rescales the learning rate), ``up`` bilinear upsampling of the aux logits to the target
-    size (no-op when they already have it). Delegates to :func:`spermseg.engine.losses.deep_supervision_loss`
+    size (no-op when they already have it). Delegates to :func:`spermseg.training.losses.deep_supervision_loss`
     with ``alphas = (1, *alphas)``. Eq. (3) as printed lists only the scale terms; the fused output gets
     weight 1 besides, otherwise its final convolution would receive no gradient at all. With ``aux`` empty this
     is plain BCE, so the function serves every model.
@@ -344,8 +344,8 @@ def deep_supervision_loss(
     """
     # One implementation of deep supervision in the project: the training engine's, with BCE and the fused
     # output's weight 1 first (its alphas cover main + aux outputs). Imported lazily: engine imports models.
-    from spermseg.engine.losses import bce_loss
-    from spermseg.engine.losses import deep_supervision_loss as _engine_deep_supervision_loss
+    from spermseg.training.losses import bce_loss
+    from spermseg.training.losses import deep_supervision_loss as _engine_deep_supervision_loss
 
     weights = _check_alphas(alphas, len(aux)) if aux else ()
     return _engine_deep_supervision_loss(logits, list(aux), target.to(logits.dtype), bce_loss, (1.0, *weights))
