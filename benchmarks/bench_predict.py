@@ -94,9 +94,9 @@ def _memory(quick: bool, tmp: Path) -> str:
 def _throughput(quick: bool, tmp: Path) -> str:
     import numpy as np
 
+    from spermseg.inference.backends import torch_backend
     from spermseg.inference.bundle import create_bundle, load_predictor
-    from spermseg.inference.onnx import export_onnx
-    from spermseg.inference.predict import onnx_backend, torch_backend
+    from spermseg.inference.onnx import export_onnx, onnx_backend
 
     chosen = 8 if quick else int(os.environ.get("SPERMSEG_BENCH_WIDTH", "16"))
     width = ens_width = chosen or None

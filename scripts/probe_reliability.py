@@ -202,7 +202,7 @@ def cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:  # noqa: 
 
         from spermseg.errors import CheckpointError
         from spermseg.models import create_model
-        from spermseg.models.checkpoints import load_training_state, save_training_state
+        from spermseg.training.state import load_training_state, save_training_state
 
         model = create_model("unet", width=4)
         opt = torch.optim.Adam(model.parameters())

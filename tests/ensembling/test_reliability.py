@@ -16,7 +16,8 @@ from spermseg.ensembling.mask_cache import build_cache, load_cached_masks
 from spermseg.errors import CheckpointError, DataError
 from spermseg.inference.bundle import create_bundle, load_predictor
 from spermseg.models import create_model
-from spermseg.models.checkpoints import load_training_state, save_checkpoint, save_training_state
+from spermseg.models.checkpoints import save_checkpoint
+from spermseg.training.state import load_training_state, save_training_state
 
 # ----------------------------------------------------------------------------------------------------------------
 # 14.3 mask cache

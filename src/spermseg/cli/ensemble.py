@@ -147,7 +147,7 @@ def _say(msg: str) -> None:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from spermseg.ensembling.mask_cache import load_manifest
+    from spermseg.data.mask_store import load_manifest
     from spermseg.ensembling.selection import all_selections
 
     selections = all_selections(load_manifest(args.cache), rank_on=args.rank_on)
@@ -191,8 +191,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _oof(args: argparse.Namespace) -> int:
+    from spermseg.data.mask_store import load_manifest
     from spermseg.ensembling.ensemble_training import build_oof
-    from spermseg.ensembling.mask_cache import load_manifest
     from spermseg.ensembling.selection import select_inputs
 
     selection = select_inputs(load_manifest(args.cache), args.select, rank_on=args.rank_on)

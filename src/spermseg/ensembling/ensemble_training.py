@@ -74,7 +74,7 @@ def train_ensemble(
     """
     import dataclasses
 
-    from spermseg.ensembling.mask_cache import load_manifest
+    from spermseg.data.mask_store import load_manifest
     from spermseg.ensembling.selection import select_inputs
     from spermseg.ensembling.table3 import ENSEMBLE_PROVENANCE, TRAINED_KINDS
     from spermseg.training.config import train_config
@@ -248,7 +248,7 @@ def build_oof(
     log: Any = None,
 ) -> Path:
     """Build (or bring up to date) the out-of-fold cache of ``model_ids`` beside ``cache``; returns its path."""
-    from spermseg.ensembling.mask_cache import load_manifest
+    from spermseg.data.mask_store import load_manifest
     from spermseg.ensembling.stacking import build_oof_cache
 
     out = oof_cache_dir(cache, folds, fold_seed, oof_test)
@@ -269,7 +269,7 @@ def build_oof(
 
 
 def _require_oof_cache(path: Path, model_ids: list[str], folds: int, fold_seed: int) -> None:
-    from spermseg.ensembling.mask_cache import load_manifest
+    from spermseg.data.mask_store import load_manifest
 
     manifest = load_manifest(path, missing_ok=True)
     st = manifest.get("stacking") or {}

@@ -217,6 +217,6 @@ def all_selections(manifest: Mapping[str, Any], *, rank_on: str = "val", metric:
 
 def load_selection(cache_dir: str | Path, selection: str | Sequence[str], *, rank_on: str = "val") -> Selection:
     """:func:`select_inputs` on the manifest of ``cache_dir``."""
-    from spermseg.ensembling.mask_cache import load_manifest
+    from spermseg.data.mask_store import load_manifest
 
     return select_inputs(load_manifest(cache_dir), selection, rank_on=rank_on)

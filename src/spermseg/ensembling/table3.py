@@ -26,8 +26,31 @@ import numpy as np
 
 from spermseg.ensembling.selection import SELECTIONS, Selection, all_selections
 from spermseg.errors import CheckpointError, DataError
-from spermseg.experiments.paper_numbers import PAPER_ENSEMBLE_NAMES, PAPER_MODEL_NAMES
 from spermseg.utils.atomic import atomic_write_json, atomic_write_text
+
+# Registry name -> the name printed in the paper.
+PAPER_MODEL_NAMES: dict[str, str] = {
+    "att_unet": "AttUnet",
+    "unet3p": "Unet3+",
+    "unet": "Unet",
+    "fc_densenet": "FC-DenseNet",
+    "unet_pp": "Unet++",
+    "sa_unet": "SA-Unet",
+    "uctransnet": "UCTransNet",
+    "manet": "MAnet",
+    "fpn": "FPN",
+    "deeplabv3p": "DeepLabV3+",
+}
+
+# Ensemble kind -> (paper name, paper "Inputs" column).
+PAPER_ENSEMBLE_NAMES: dict[str, tuple[str, str]] = {
+    "avg": ("Avg", "S"),
+    "ens_s": ("Ensemble", "S"),
+    "ens_is": ("Ensemble", "I+S"),
+    "ens_concat": ("Ensemble+concat", "I,S"),
+    "ens_att_v1": ("EnsembleAttV1", "I,S"),
+    "ens_att_v2": ("EnsembleAttV2", "I,S"),
+}
 
 METRICS = ("ap", "iou_0.5", "iou_opt")
 METRIC_LABELS = {"ap": "AP", "iou_0.5": "IoU_0.5", "iou_opt": "IoU_opt"}
@@ -170,7 +193,7 @@ def evaluate_ensembles(
         ``metrics`` is the ``spermseg evaluate`` JSON form.
     """
     from spermseg.data.arrays import load_split
-    from spermseg.ensembling.mask_cache import load_cached_masks, load_manifest
+    from spermseg.data.mask_store import load_cached_masks, load_manifest
     from spermseg.utils.device import resolve_device
 
     say = log or (lambda _msg: None)

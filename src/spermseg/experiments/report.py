@@ -499,7 +499,7 @@ def collect_environment() -> dict[str, Any]:
     """Versions of the main libraries and a description of the hardware (CPU, cores, memory, GPUs)."""
     import importlib
 
-    from spermseg import __version__
+    from spermseg._version import __version__
 
     versions: dict[str, str] = {"spermseg": __version__, "python": sys.version.split()[0]}
     for mod, name in (

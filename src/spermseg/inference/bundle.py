@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spermseg import __version__
+from spermseg._version import __version__
 from spermseg.errors import CheckpointError
 from spermseg.utils.atomic import atomic_path, atomic_write_json
 
@@ -136,14 +136,14 @@ class Predictor(nn.Module):
 
 
 def _sha256(path: Path) -> str:
-    from spermseg.ensembling.mask_cache import file_sha256
+    from spermseg.utils.hashing import file_sha256
 
     return file_sha256(path)
 
 
 def _bases_of_ensemble(meta: dict[str, Any], where: str) -> list[Path]:
     """Base checkpoints of an ensembling network, in its input order, from the mask cache it was trained on."""
-    from spermseg.ensembling.mask_cache import load_manifest
+    from spermseg.data.mask_store import load_manifest
 
     ids = meta.get("inputs") or []
     cache = meta.get("mask_cache")
@@ -158,7 +158,7 @@ def _bases_of_ensemble(meta: dict[str, Any], where: str) -> list[Path]:
 
 def _check_base_order(meta: dict[str, Any], bases: Sequence[Path], where: str) -> None:
     """When the ensemble's mask cache is still there, check that ``bases`` are its inputs in training order."""
-    from spermseg.ensembling.mask_cache import load_manifest
+    from spermseg.data.mask_store import load_manifest
 
     ids, cache = meta.get("inputs") or [], meta.get("mask_cache")
     if not ids or not cache or not (Path(cache) / "manifest.json").is_file():

@@ -9,7 +9,7 @@ models pad and crop internally.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-# Flip sets for test-time augmentation: identity, horizontal, vertical, both (the paper's flip augmentations).
-_TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+#: Flip sets for test-time augmentation: identity, horizontal, vertical, both (the paper's flip augmentations).
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 #: Inference precisions: ``auto`` (bf16 on CUDA, float32 elsewhere), ``fp32`` and ``bf16``.
@@ -193,17 +193,36 @@ def _predict_batch(
     """Probabilities (B, H, W) float32 for one normalized batch (B, 1, H, W), optionally flip-averaged."""
     import torch
 
-    flips = _TTA_FLIPS if tta else ((),)
-    total = None
-    for dims in flips:
-        xi = torch.flip(x, dims) if dims else x
-        mi = torch.flip(masks, dims) if (dims and masks is not None) else masks
+    def run(xi: torch.Tensor, mi: torch.Tensor | None) -> torch.Tensor:
         with autocast_context(dev, precision):
             logits = forward_logits(model, xi, mi)
-        prob = torch.sigmoid(logits.float())
-        if dims:
-            prob = torch.flip(prob, dims)
-        total = prob if total is None else total + prob
-    assert total is not None
-    prob = (total / len(flips))[:, 0]
+        return torch.sigmoid(logits.float())
+
+    prob = flip_average(run, (x, masks), torch.flip, TTA_FLIPS if tta else ((),))[:, 0]
     return prob.to("cpu", torch.float32).numpy()
+
+
+def flip_average(
+    run: Callable[..., Any],
+    inputs: Sequence[Any],
+    flip: Callable[[Any, tuple[int, ...]], Any],
+    flips: Sequence[tuple[int, ...]] = TTA_FLIPS,
+) -> Any:
+    """Flip test-time augmentation, the one implementation: the mean over ``flips`` of ``run(*flipped inputs)``,
+    each output flipped back.
+
+    Args:
+        run: the prediction, called with the inputs in order.
+        inputs: arrays or tensors flipped together (``None`` entries are passed as they are, e.g. no masks).
+        flip: ``torch.flip`` for tensors, a NumPy flip for arrays: ``flip(a, dims) -> a``.
+        flips: the sets of axes (default :data:`TTA_FLIPS`; ``((),)`` is a single plain pass).
+
+    Returns:
+        The mean output, summed in the order of ``flips`` and divided by their number.
+    """
+    total = None
+    for dims in flips:
+        out = run(*[flip(a, dims) if dims and a is not None else a for a in inputs])
+        out = flip(out, dims) if dims else out
+        total = out if total is None else total + out
+    return total / len(flips)

@@ -3,7 +3,7 @@
 The graph maps raw images ``image`` (B, 1, H, W) in [0, 1] and a 0/1 map ``valid`` of the same shape to
 probabilities (B, 1, H, W), with dynamic batch size and dynamic H and W that are multiples of the bundle's
 *divisor* (the least common multiple of its members' padding divisors, recorded in the model's metadata as
-``spermseg_divisor``). The ONNX backend (:func:`spermseg.inference.predict.onnx_backend`) pads any other size
+``spermseg_divisor``). The ONNX backend (:func:`onnx_backend`) pads any other size
 centrally (reflect) exactly as the PyTorch models do internally, marks the real pixels in ``valid`` so that
 normalization statistics ignore the padding, and crops back: both backends compute on the same pixels.
 (Exporting the padding itself would need data-dependent shapes, which ONNX export specializes on the sample.)
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from spermseg.errors import CheckpointError, SpermsegError
+from spermseg.inference.backends import BatchFn
 
 MAX_SIDE = 8192
 MIN_OPSET = 18  # torch.onnx's dynamo exporter writes opset 18 at least: a lower request was silently ignored
@@ -54,7 +55,7 @@ def export_onnx(model: str | Path, out: str | Path, *, opset: int = 18) -> Path:
     import torch
     from torch.export import Dim
 
-    from spermseg import __version__
+    from spermseg._version import __version__
     from spermseg.inference.bundle import load_predictor
     from spermseg.utils.atomic import atomic_path
 
@@ -129,10 +130,30 @@ def onnx_session(path: str | Path, device: str = "cpu") -> Any:
         raise CheckpointError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
 
 
+def onnx_backend(path: str | Path, device: str = "cpu") -> BatchFn:
+    """Run an exported bundle (``spermseg export``) with ONNX Runtime, padding to its divisor and cropping back."""
+    import torch
+
+    from spermseg.models.blocks import pad_to_divisor
+
+    session = onnx_session(path, device)
+    divisor = int(session.get_modelmeta().custom_metadata_map.get("spermseg_divisor", 1))
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
+        padded, (top, left, h, w) = pad_to_divisor(x, divisor)  # the same padding as the PyTorch pipeline
+        valid = np.zeros(padded.shape, dtype=np.float32)
+        valid[..., top : top + h, left : left + w] = 1.0
+        out = session.run(None, {"image": padded.numpy(), "valid": valid})[0]
+        return out[:, 0, top : top + h, left : left + w]
+
+    return run
+
+
 def parity_check(model: str | Path, onnx_path: str | Path, sizes: tuple[tuple[int, int, int], ...] = ()) -> float:
     """Max absolute difference of soft masks between PyTorch and ONNX Runtime on random images of several sizes."""
+    from spermseg.inference.backends import torch_backend
     from spermseg.inference.bundle import load_predictor
-    from spermseg.inference.predict import onnx_backend, torch_backend
 
     torch_fn = torch_backend(load_predictor(model), "cpu")
     onnx_fn = onnx_backend(onnx_path, "cpu")

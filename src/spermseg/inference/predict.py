@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from spermseg.errors import DataError, SpermsegError
+from spermseg.inference.backends import BatchFn, in_chunks, torch_backend, with_flip_tta, with_tiling
+from spermseg.inference.options import PredictOptions, validate_options
 from spermseg.inference.predict_outputs import (
     LOCK_NAME,
     PREDICTION_COLUMNS,
@@ -50,60 +52,6 @@ from spermseg.inference.predict_outputs import (
     check_out_holds_no_input,
     prepare_out,
 )
-
-BatchFn = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass
-class PredictOptions:
-    """Options of :func:`predict_inputs` (the ``spermseg predict`` flags)."""
-
-    threshold: float | None = None  # default: the bundle's
-    soft_format: Literal["png16", "npy"] = "png16"
-    batch_size: int = 4
-    device: str = "auto"
-    backend: Literal["torch", "onnx"] = "torch"
-    tta: bool = False
-    precision: str = "auto"  # auto: bf16 on CUDA, float32 on the CPU; fp32; bf16
-    tile: int = 0  # 0: whole images; else tile size in pixels
-    tile_overlap: int = 64
-    pixel_size: float | None = None  # micrometres per pixel, for sperm.csv
-    overlay: bool = True
-    min_area: int = 10
-    instances: bool = False  # separate touching/crossing sperm and write NAME_instances (inference.label_outputs)
-    roi: bool = False  # also an ImageJ ROI zip per image
-    label_format: Literal["png", "tif"] = "png"
-    instance_method: str = "skeleton"
-    existing: Literal["refuse", "overwrite", "append"] = "refuse"  # when OUT holds an earlier run's results
-
-
-def validate_options(options: PredictOptions) -> None:
-    """Reject impossible option values before any model or input is read.
-
-    Raises:
-        SpermsegError: one line naming the flag.
-    """
-    if options.batch_size < 1:
-        raise SpermsegError(f"--batch-size must be >= 1, got {options.batch_size}")
-    if options.tile < 0:
-        raise SpermsegError(f"--tile must be >= 0 (0: whole images), got {options.tile}")
-    if options.tile and not 0 <= options.tile_overlap < options.tile:
-        # overlap >= tile makes the stride 1 pixel (hundreds of times more tiles); a negative one leaves pixels
-        # that no tile covers (0/0 = NaN in the blend)
-        raise SpermsegError(
-            f"--tile-overlap must be in [0, --tile) = [0, {options.tile}), got {options.tile_overlap}; "
-            f"e.g. --tile-overlap {options.tile // 8}"
-        )
-    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
-        raise SpermsegError(f"--threshold {options.threshold} is outside [0, 1]")
-    if options.pixel_size is not None and not 0.0 < options.pixel_size < float("inf"):
-        raise SpermsegError(
-            f"--pixel-size must be a positive number of micrometres per pixel, got {options.pixel_size}"
-        )
-    if options.soft_format not in ("png16", "npy"):
-        raise SpermsegError(f"unknown soft-mask format '{options.soft_format}'; use png16 or npy")
-    if options.existing not in ("refuse", "overwrite", "append"):
-        raise SpermsegError(f"unknown existing-output rule '{options.existing}'; use refuse, overwrite or append")
 
 
 @dataclass
@@ -157,98 +105,10 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Backends and wrappers: each maps (B, H, W) float32 raw images to (B, H, W) float32 probabilities
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def torch_backend(predictor: Any, device: str = "auto", channels_last: bool = True, precision: str = "auto") -> BatchFn:
-    """Run a :class:`~spermseg.inference.bundle.Predictor` on the chosen device.
-
-    ``precision``: ``auto`` (bf16 autocast on CUDA, float32 on the CPU), ``fp32`` or ``bf16``
-    (:func:`~spermseg.inference.forward.resolve_precision`).
-
-    channels_last is on by default: for inference it measured 1.6-1.8x faster than NCHW on this CPU too
-    (``benchmarks/bench_predict.py``), unlike training steps, where it was slower on the CPU.
-    """
-    import torch
-
-    from spermseg.inference.forward import autocast_context, resolve_precision
-    from spermseg.utils.device import resolve_device
-
-    dev = resolve_device(device)
-    precision = resolve_precision(precision, dev)  # errors (unknown, bf16 on an old GPU) before any input is read
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    predictor.to(dev, memory_format=fmt).eval()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None].to(dev)
-        with torch.inference_mode(), autocast_context(dev, precision):
-            prob = predictor(x.contiguous(memory_format=fmt))
-        out = prob.float().cpu().numpy()
-        return out[:, 0] if out.shape[1] == 1 else out  # part networks: (B, 6, H, W) per-code sigmoids
-
-    return run
-
-
-def onnx_backend(path: str | Path, device: str = "cpu") -> BatchFn:
-    """Run an exported bundle (``spermseg export``) with ONNX Runtime, padding to its divisor and cropping back."""
-    import torch
-
-    from spermseg.inference.onnx import onnx_session
-    from spermseg.models.blocks import pad_to_divisor
-
-    session = onnx_session(path, device)
-    divisor = int(session.get_modelmeta().custom_metadata_map.get("spermseg_divisor", 1))
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
-        padded, (top, left, h, w) = pad_to_divisor(x, divisor)  # the same padding as the PyTorch pipeline
-        valid = np.zeros(padded.shape, dtype=np.float32)
-        valid[..., top : top + h, left : left + w] = 1.0
-        out = session.run(None, {"image": padded.numpy(), "valid": valid})[0]
-        return out[:, 0, top : top + h, left : left + w]
-
-    return run
-
-
-def with_flip_tta(fn: BatchFn) -> BatchFn:
-    """Average probabilities over identity, horizontal, vertical and both flips (flipped back)."""
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        total: Any = 0.0  # (B, H, W), or (B, C, H, W) for part networks
-        for axes in ((), (-1,), (-2,), (-2, -1)):
-            flipped = np.flip(batch, axes) if axes else batch
-            prob = fn(np.ascontiguousarray(flipped))
-            total = total + (np.flip(prob, axes) if axes else prob)
-        return (total / 4).astype(np.float32)
-
-    return run
-
-
-def with_tiling(fn: BatchFn, tile: int, overlap: int, batch_size: int) -> BatchFn:
-    """Process each image in overlapping tiles (see :mod:`spermseg.inference.tiling`)."""
-    from spermseg.inference.tiling import tiled_apply
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.stack([tiled_apply(fn, img, tile=tile, overlap=overlap, batch_size=batch_size) for img in batch])
-
-    return run
-
-
-def in_chunks(fn: BatchFn, batch_size: int) -> BatchFn:
-    """Call ``fn`` on at most ``batch_size`` images at a time."""
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.concatenate([fn(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)])
-
-    return run
-
-
 def build_batch_fn(model: str | Path, options: PredictOptions) -> tuple[BatchFn, float]:
     """The prediction callable for ``model`` (bundle dir, run dir, checkpoint or ``.onnx``) and its threshold."""
     if options.backend == "onnx" or str(model).endswith(".onnx"):
-        from spermseg.inference.onnx import onnx_threshold
+        from spermseg.inference.onnx import onnx_backend, onnx_threshold
 
         fn = onnx_backend(model, "cuda" if options.device.startswith("cuda") else "cpu")
         threshold = onnx_threshold(model)

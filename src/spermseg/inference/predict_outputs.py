@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from spermseg.errors import SpermsegError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spermseg.inference.predict import PredictOptions
+    from spermseg.inference.options import PredictOptions
 
 PREDICTION_COLUMNS = (
     "input", "frame", "height", "width", "threshold", "foreground_px", "mean_prob", "n_sperm",

@@ -284,6 +284,40 @@ def deep_supervision_loss(
     return total
 
 
+def ensemble_loss(
+    logits: torch.Tensor,
+    aux: Sequence[torch.Tensor],
+    target: torch.Tensor,
+    alphas: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """The ensembling networks' loss: BCE of the fused output plus the alpha-weighted per-scale terms of Eq. (2)-(3).
+
+    ``loss = BCE(logits, y) + sum_s alpha_s * BCE(up(aux_s), y)``, each BCE averaged over pixels and batch (Eq. 2
+    sums; the mean only rescales the learning rate), ``up`` bilinear upsampling of the aux logits to the target
+    size (no-op when they already have it). Delegates to :func:`deep_supervision_loss`
+    with ``alphas = (1, *alphas)``. Eq. (3) as printed lists only the scale terms; the fused output gets
+    weight 1 besides, otherwise its final convolution would receive no gradient at all. With ``aux`` empty this
+    is plain BCE, so the function serves every model.
+
+    Args:
+        logits: (B, K, H, W) final logits.
+        aux: per-scale logits, each (B, K, h_s, w_s).
+        target: (B, K, H, W) in [0, 1] (binary or soft).
+        alphas: one weight per aux map, each in (0, inf); default all 1.
+
+    Returns:
+        Scalar loss tensor.
+
+    Raises:
+        ConfigError: when the number of alphas differs from the number of aux maps, or an alpha is not positive.
+    """
+    # One implementation of deep supervision: deep_supervision_loss, with BCE and the fused output's weight 1 first.
+    from spermseg.models.ensemble import check_alphas
+
+    weights = check_alphas(alphas, len(aux)) if aux else ()
+    return deep_supervision_loss(logits, list(aux), target.to(logits.dtype), bce_loss, (1.0, *weights))
+
+
 def parts_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0, eps: float = 1.0) -> torch.Tensor:
     """Multi-class loss of a part network: softmax cross-entropy + ``dice_weight`` x multi-class soft Dice.
 

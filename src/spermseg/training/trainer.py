@@ -167,7 +167,7 @@ def attach_cached_masks(data: SplitData, cache_dir: str | Path, split: str, mode
     Raises:
         DataError: when the cache lacks images of the split or the masks' size differs from the images'.
     """
-    from spermseg.ensembling.mask_cache import cached_model_ids, load_cached_masks
+    from spermseg.data.mask_store import cached_model_ids, load_cached_masks
 
     ids = list(model_ids) or cached_model_ids(cache_dir, split)
     if not ids:
@@ -622,6 +622,7 @@ def train(
 
     from spermseg.config import config_to_dict, save_config
     from spermseg.models import checkpoints as ckpt
+    from spermseg.training import state
     from spermseg.training.config import validate
     from spermseg.training.distributed import barrier, init_distributed, shutdown_distributed
     from spermseg.utils.atomic import atomic_write_json
@@ -657,7 +658,7 @@ def train(
                 val_ap = (result.get("validation") or {}).get("ap")
                 log(f"spermseg train: {run_dir} is finished (AP {val_ap}); skipping (use --force to retrain)")
                 return TrainResult(run_dir, result, skipped=True)
-            if ckpt.has_training_state(run_dir) and not resume:
+            if state.has_training_state(run_dir) and not resume:
                 raise SpermsegError(
                     f"{run_dir} holds an unfinished run; pass --resume to continue it or --force to start over"
                 )
@@ -733,8 +734,8 @@ def train(
         elapsed = 0.0
         images_seen = 0
         train_time = 0.0
-        if resume and ckpt.has_training_state(run_dir):
-            start_epoch, _extra_t, extra = ckpt.load_training_state(
+        if resume and state.has_training_state(run_dir):
+            start_epoch, _extra_t, extra = state.load_training_state(
                 run_dir, model=model, optimizer=optimizer, scheduler=scheduler
             )
             history = list(extra.get("history", []))
@@ -897,7 +898,7 @@ def train(
                 _write_csv(run_dir / "metrics.csv", history)
                 tb.log(row)
                 elapsed_now = elapsed + (time.perf_counter() - t_run)
-                ckpt.save_training_state(
+                state.save_training_state(
                     run_dir,
                     epoch=epoch + 1,
                     model=model,
