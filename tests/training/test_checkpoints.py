@@ -11,13 +11,8 @@ import torch
 import spermseg
 from spermseg.errors import CheckpointError
 from spermseg.models import create_model
-from spermseg.models.checkpoints import (
-    load_model,
-    load_training_state,
-    read_meta,
-    save_checkpoint,
-    save_training_state,
-)
+from spermseg.models.checkpoints import load_model, read_meta, save_checkpoint
+from spermseg.training.state import load_training_state, save_training_state
 
 
 def test_round_trip_rebuilds_model(tmp_path: Path) -> None:
