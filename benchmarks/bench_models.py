@@ -100,7 +100,7 @@ def _train_step_fn(model: Any, inputs: tuple[Any, ...]) -> Any:
 def run(quick: bool) -> str:
     import torch
 
-    from spermseg.cli.models import profile_model
+    from spermseg.models.profile import profile_model
     from spermseg.utils.device import resolve_device
 
     device = resolve_device(os.environ.get("SPERMSEG_BENCH_DEVICE", "auto"))

@@ -82,8 +82,8 @@ def train_gflop_per_image(width: int) -> float:
     """Training FLOPs of one image: forward + backward ~ 3 x forward (2 FLOPs per MAC), at SIZE x SIZE."""
     import torch
 
-    from spermseg.cli.models import count_macs
     from spermseg.models import create_model
+    from spermseg.models.profile import count_macs
 
     with torch.device("meta"):
         model = create_model("unet", width=width)

@@ -147,17 +147,10 @@ def reference_masks(arrays: SplitArrays, rater: str | None = None) -> tuple[str,
 
 
 def score_masks(probs: np.ndarray, refs: Sequence[np.ndarray], *, mode: str = "fast") -> dict[str, float]:
-    """AP, IoU_0.5, IoU_opt and t_opt of soft masks (N, H, W) against boolean references (full sperm).
+    """AP, IoU_0.5, IoU_opt and t_opt of soft masks (N, H, W) against boolean references (full sperm)."""
+    from spermseg.metrics import full_scores, score
 
-    Uses :class:`spermseg.metrics.SegmentationAccumulator` (streaming, constant memory), without IoU' kernels.
-    """
-    from spermseg.metrics import SegmentationAccumulator
-
-    acc = SegmentationAccumulator(mode=mode, kernels=(), parts=False)
-    for prob, ref in zip(probs, refs, strict=True):
-        acc.update(np.asarray(prob, dtype=np.float32), np.asarray(ref, dtype=bool))
-    full = acc.result()["full"]
-    return {k: float(full[k]) for k in ("ap", "iou_0.5", "iou_opt", "t_opt") if k in full}
+    return full_scores(score(probs, refs, mode=mode))
 
 
 # ----------------------------------------------------------------------------------------------------------------

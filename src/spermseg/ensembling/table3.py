@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,14 +62,6 @@ ENSEMBLE_PROVENANCE = "ensemble.json"  # written into ensemble run directories b
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float | None, int]:
-    """``(mean, sample std or None for one value, n)`` of finite values (NaN values are dropped)."""
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return float("nan"), None, 0
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None), len(vals)
-
-
 def split_references(arrays: Any, rater: str | None = None) -> tuple[str, list[Any]]:
     """Per image the reference for :class:`SegmentationAccumulator`: ``{"full": m, "head": m, "tail": m}``.
 
@@ -103,18 +94,24 @@ def split_references(arrays: Any, rater: str | None = None) -> tuple[str, list[A
 
 
 def score(probs: np.ndarray | Sequence[np.ndarray], refs: Sequence[Any], *, mode: str = "fast") -> dict[str, Any]:
-    """Metrics of soft masks (N, H, W) against per-image references (the ``spermseg evaluate`` JSON form)."""
-    from spermseg.metrics import SegmentationAccumulator
+    """Metrics of soft masks (N, H, W) against per-image references (the ``spermseg evaluate`` JSON form); head
+    and tail too when the references hold them."""
+    from spermseg.metrics import score as score_masks
 
     has_parts = any(isinstance(r, Mapping) and len(r) > 1 for r in refs)
-    acc = SegmentationAccumulator(mode=mode, kernels=(), parts=has_parts)
-    for prob, ref in zip(probs, refs, strict=True):
-        acc.update(np.asarray(prob, dtype=np.float32), ref if has_parts else _full_of(ref))
-    return acc.result()
+    return score_masks(probs, refs if has_parts else [_full_of(r) for r in refs], parts=has_parts, mode=mode)
 
 
 def _full_of(ref: Any) -> np.ndarray:
     return ref["full"] if isinstance(ref, Mapping) else ref
+
+
+def _mean_std_cell(values: Sequence[float]) -> list[Any]:
+    """A Table 3 cell ``[mean (NaN without values), sample std or None, n]`` (:func:`spermseg.metrics.mean_std`)."""
+    from spermseg.metrics import mean_std
+
+    s = mean_std(values)
+    return [float("nan") if s["mean"] is None else s["mean"], s["std"], s["n"]]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,7 +319,7 @@ def build_table3(evaluation: Mapping[str, Any], metrics: Sequence[str] = METRICS
     for model, vals in base_vals.items():
         row: dict[str, Any] = {"model": model, "name": PAPER_MODEL_NAMES.get(model, model)}
         for m in metrics:
-            row[m] = list(mean_std(vals[m]))
+            row[m] = _mean_std_cell(vals[m])
         row["n"] = row[metrics[0]][2]
         row["in"] = {name: model in archs for name, archs in in_sel.items()}
         base_rows.append(row)
@@ -347,7 +344,7 @@ def build_table3(evaluation: Mapping[str, Any], metrics: Sequence[str] = METRICS
             }
             cells = ens_vals[m][key]
             for sel in (*SELECTIONS, *sorted(set(cells) - set(SELECTIONS))):
-                row[sel] = list(mean_std(cells[sel])) if sel in cells else None
+                row[sel] = _mean_std_cell(cells[sel]) if sel in cells else None
             rows.append(row)
         ensembles[m] = rows
     return {

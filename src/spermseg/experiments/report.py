@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from spermseg.data.layouts import PARTS  # defined once, in the data layer
 from spermseg.experiments import figures as F
 from spermseg.experiments import paper_numbers as P
 from spermseg.utils.atomic import atomic_write_text
 from spermseg.utils.progress import fmt_seconds
 
-PARTS = ("full", "head", "tail")
 # Display names of the aggregated ground truths (paper Fig. 6 names in brackets).
 GT_VARIANT_NAMES = {
     "GT1": "GT1",

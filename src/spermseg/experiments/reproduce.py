@@ -37,6 +37,7 @@ import numpy as np
 
 from spermseg.errors import ConfigError, DataError
 from spermseg.experiments.steps import Step, StepContext, StepRecord, StepRunner, StepUnavailable
+from spermseg.metrics.score import mean_std
 from spermseg.models.registry import BASE_MODEL_MODULES
 from spermseg.utils.atomic import atomic_write_json
 
@@ -241,14 +242,6 @@ def validate(cfg: ReproduceConfig) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Small helpers
-def _stat(values: Sequence[float | None]) -> dict[str, Any]:
-    """``{"mean", "std", "n"}`` of the finite values (std None for fewer than two)."""
-    vals = [float(v) for v in values if v is not None and np.isfinite(float(v))]
-    if not vals:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None, "n": len(vals)}
-
-
 def _full_metrics(res: dict[str, Any]) -> dict[str, float]:
     full = res.get("full") or {}
     return {k: full.get(k) for k in ("ap", "iou_0.5", "iou_opt", "t_opt")}
@@ -528,7 +521,7 @@ class Reproduction:
                 vals = [
                     (done[(model, norm, s)].get("validation") or {}).get("ap") for s in self.cfg.normalization_seeds
                 ]
-                ap[model][norm] = _stat(vals)
+                ap[model][norm] = mean_std(vals)
         return {
             "models": list(models),
             "normalizations": list(self.cfg.normalizations),
@@ -651,7 +644,7 @@ class Reproduction:
                     per_metric[k].append(metrics.get(k))
                 if seed == best_seed[model]:
                     curves[model] = curve
-            summary[model] = {k: _stat(v) for k, v in per_metric.items()}
+            summary[model] = {k: mean_std(v) for k, v in per_metric.items()}
         ranking = sorted(self.cfg.models, key=lambda m: -(summary[m]["ap"]["mean"] or -1.0))
         return {
             "split": self.cfg.test_split,
@@ -738,7 +731,7 @@ class Reproduction:
                     full.get(metric)
                 )
         table = {
-            m: {k: {e: _stat(v) for e, v in by_sel.items()} for k, by_sel in by_kind.items()}
+            m: {k: {e: mean_std(v) for e, v in by_sel.items()} for k, by_sel in by_kind.items()}
             for m, by_kind in cells.items()
         }
         best = max(
@@ -996,8 +989,8 @@ class Reproduction:
             series[method] = {
                 "iou": list(res["iou"]),
                 "kept": list(res["kept"]),
-                "mean_iou": _stat(res["iou"])["mean"],
-                "mean_kept": _stat(res["kept"])["mean"],
+                "mean_iou": mean_std(res["iou"])["mean"],
+                "mean_kept": mean_std(res["kept"])["mean"],
             }
         return {"sequence": name, "n_frames": len(frames), "series": series}
 

@@ -22,14 +22,10 @@ METRIC_KEYS = ("ap", "iou_0.5", "iou_opt", "t_opt")
 
 
 def evaluate_probs(probs: Sequence[np.ndarray], refs: Sequence[np.ndarray], mode: str = "fast") -> dict[str, float]:
-    """AP, IoU_0.5, IoU_opt and t_opt of soft masks against bool references (full part, no IoU')."""
-    from spermseg.metrics import SegmentationAccumulator
+    """AP, IoU_0.5, IoU_opt, t_opt and Brier of soft masks against bool references (full part, no IoU')."""
+    from spermseg.metrics import full_scores, score
 
-    acc = SegmentationAccumulator(mode=mode, kernels=(), parts=False)
-    for prob, ref in zip(probs, refs):
-        acc.update(np.asarray(prob, dtype=np.float32), np.asarray(ref, dtype=bool))
-    full = acc.result()["full"]
-    return {k: float(full[k]) for k in (*METRIC_KEYS, "brier") if k in full and full[k] is not None}
+    return full_scores(score(probs, refs, mode=mode), (*METRIC_KEYS, "brier"))
 
 
 def validate_model(

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from spermseg.data.layouts import PARTS  # defined once, in the data layer
 from spermseg.data.synth.config import SynthConfig
 from spermseg.data.synth.raters import rate_frame
 from spermseg.data.synth.render import Frame, render_frame
 from spermseg.data.synth.scene import Scene, sample_scene
 from spermseg.errors import ConfigError, DataError
 
-PARTS = ("full", "head", "tail")
 #: Generator streams (the third seed word) of one video: scene, frame choice, noise, raters.
 STREAM_SCENE, STREAM_FRAMES, STREAM_NOISE, STREAM_RATER = 0, 1, 2, 3
 SPLITS = ("train", "test", "test_small")
