@@ -72,12 +72,10 @@ def train_ensemble(
         SpermsegError: with in-sample stacking, when the ensemble's validation images overlap an input model's
             training images (unless ``allow_validation_overlap``).
     """
-    import dataclasses
 
     from spermseg.data.mask_store import load_manifest
     from spermseg.ensembling.selection import select_inputs
     from spermseg.ensembling.table3 import ENSEMBLE_PROVENANCE, TRAINED_KINDS
-    from spermseg.training.config import train_config
     from spermseg.utils.atomic import atomic_write_json
 
     if kind == "avg":
@@ -115,45 +113,22 @@ def train_ensemble(
     elif stacking != "in-sample":
         raise ConfigError(f"bad stacking '{stacking}'; valid: in-sample, oof")
 
-    cfg = train_config(preset, yaml_path=config, overrides=list(overrides or []), ensemble=True)
-    model_cfg = dataclasses.replace(
-        cfg.model, ensemble=kind, masks=str(mask_cache.resolve()), mask_models=list(selection.model_ids)
+    cfg, shared = _ensemble_config(
+        manifest,
+        selection.model_ids,
+        kind,
+        mask_cache,
+        root,
+        preset=preset,
+        config=config,
+        overrides=overrides,
+        seed=seed,
+        device=device,
     )
-    data_cfg = dataclasses.replace(cfg.data, root=str(root))
-    if data_cfg.test_split and data_cfg.test_split not in manifest["splits"]:
-        data_cfg = dataclasses.replace(data_cfg, test_split="")  # no cached test-time inputs: skip the test pass
-    cfg = dataclasses.replace(cfg, model=model_cfg, data=data_cfg)
-    if seed is not None:
-        cfg = dataclasses.replace(cfg, seed=seed)
-    if device is not None:
-        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device=device))
-    explicit = any(
-        o.split("=", 1)[0].strip() in ("validation.split_seed", "validation.fraction") for o in (overrides or [])
-    )
-    shared = None if explicit or config else base_validation_split(manifest, selection.model_ids)
-    if shared is not None:
-        # Validate the ensemble on the groups its input models held out: no input mask there is in-sample, so
-        # checkpoint selection and t_opt are honest even with in-sample stacking.
-        cfg = dataclasses.replace(
-            cfg, validation=dataclasses.replace(cfg.validation, split_seed=shared[0], fraction=shared[1])
-        )
     base_split = shared or base_validation_split(manifest, selection.model_ids)
     split_seed = cfg.seed if cfg.validation.split_seed is None else cfg.validation.split_seed
     effective_split = (int(split_seed), float(cfg.validation.fraction))
-    overlap = validation_overlap(manifest, selection.model_ids, cfg) if stacking == "in-sample" else {}
-    if overlap:
-        worst = max(overlap, key=lambda k: len(overlap[k]))
-        msg = (
-            f"{len(overlap[worst])} of the ensemble's validation groups (e.g. '{sorted(overlap[worst])[0]}') were "
-            f"training images of input model '{worst}'"
-            + (f" and {len(overlap) - 1} other model(s)" if len(overlap) > 1 else "")
-            + ": their soft masks there are in-sample, so checkpoint selection and t_opt would be optimistic. "
-            "Train the base models on one validation split (validation.split_seed, the same for every seed by "
-            "default), or use --stacking oof"
-        )
-        if not allow_validation_overlap:
-            raise SpermsegError(msg + ", or pass --allow-validation-overlap to train anyway")
-        (log or _warn)(f"WARNING: {msg}; training anyway (--allow-validation-overlap)")
+    overlap = _check_overlap(manifest, selection.model_ids, cfg, stacking, allow_validation_overlap, log)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     provenance = {
@@ -173,6 +148,77 @@ def train_ensemble(
         atomic_write_json(out / ENSEMBLE_PROVENANCE, provenance)
     _run_trainer(cfg, out, resume=resume, force=force, log=log)
     return provenance
+
+
+def _ensemble_config(
+    manifest: dict[str, Any],
+    model_ids: list[str],
+    kind: str,
+    mask_cache: Path,
+    root: str | Path,
+    *,
+    preset: str,
+    config: str | Path | None,
+    overrides: list[str] | None,
+    seed: int | None,
+    device: str | None,
+) -> tuple[Any, tuple[int, float] | None]:
+    """The ensembling network's TrainConfig (preset <- config <- overrides, then kind, inputs, data, seed and
+    device) and the base models' shared validation split it adopted (None when the config chose its own).
+    """
+    import dataclasses
+
+    from spermseg.training.config import train_config
+
+    cfg = train_config(preset, yaml_path=config, overrides=list(overrides or []), ensemble=True)
+    model_cfg = dataclasses.replace(
+        cfg.model, ensemble=kind, masks=str(mask_cache.resolve()), mask_models=list(model_ids)
+    )
+    data_cfg = dataclasses.replace(cfg.data, root=str(root))
+    if data_cfg.test_split and data_cfg.test_split not in manifest["splits"]:
+        data_cfg = dataclasses.replace(data_cfg, test_split="")  # no cached test-time inputs: skip the test pass
+    cfg = dataclasses.replace(cfg, model=model_cfg, data=data_cfg)
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, seed=seed)
+    if device is not None:
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device=device))
+    explicit = any(
+        o.split("=", 1)[0].strip() in ("validation.split_seed", "validation.fraction") for o in (overrides or [])
+    )
+    shared = None if explicit or config else base_validation_split(manifest, model_ids)
+    if shared is not None:
+        # Validate the ensemble on the groups its input models held out: no input mask there is in-sample, so
+        # checkpoint selection and t_opt are honest even with in-sample stacking.
+        cfg = dataclasses.replace(
+            cfg, validation=dataclasses.replace(cfg.validation, split_seed=shared[0], fraction=shared[1])
+        )
+    return cfg, shared
+
+
+def _check_overlap(
+    manifest: dict[str, Any], model_ids: list[str], cfg: Any, stacking: str, allow: bool, log: Any
+) -> dict[str, set[str]]:
+    """With in-sample stacking, refuse (or, when ``allow``, warn about) validation groups an input model trained
+    on; returns them per model.
+
+    Raises:
+        SpermsegError: an overlap without ``allow``.
+    """
+    overlap = validation_overlap(manifest, model_ids, cfg) if stacking == "in-sample" else {}
+    if overlap:
+        worst = max(overlap, key=lambda k: len(overlap[k]))
+        msg = (
+            f"{len(overlap[worst])} of the ensemble's validation groups (e.g. '{sorted(overlap[worst])[0]}') were "
+            f"training images of input model '{worst}'"
+            + (f" and {len(overlap) - 1} other model(s)" if len(overlap) > 1 else "")
+            + ": their soft masks there are in-sample, so checkpoint selection and t_opt would be optimistic. "
+            "Train the base models on one validation split (validation.split_seed, the same for every seed by "
+            "default), or use --stacking oof"
+        )
+        if not allow:
+            raise SpermsegError(msg + ", or pass --allow-validation-overlap to train anyway")
+        (log or _warn)(f"WARNING: {msg}; training anyway (--allow-validation-overlap)")
+    return overlap
 
 
 def _warn(msg: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,25 +170,17 @@ def build_oof_cache(
     Returns:
         The out-of-fold cache manifest.
     """
-    import yaml
 
-    from spermseg.config import config_from_dict, parse_overrides
+    from spermseg.config import parse_overrides
     from spermseg.data.arrays import load_split
     from spermseg.ensembling.mask_cache import (
         checkpoint_file,
         file_sha256,
-        load_cached_masks,
         load_manifest,
-        mask_file,
-        predict_split,
         reference_masks,
         register_split,
         save_manifest,
-        score_masks,
-        write_entry,
     )
-    from spermseg.models.checkpoints import load_model, read_meta
-    from spermseg.training.config import TrainConfig, validate
     from spermseg.utils.device import resolve_device
 
     say = log or (lambda _msg: None)
@@ -234,29 +227,25 @@ def build_oof_cache(
     manifest["stacking"] = stacking
     manifest["data_root"] = str(Path(data_root).resolve())
     register_split(manifest, split, arrays)
-    ref = reference_masks(arrays)
-    extra = parse_overrides(overrides)
 
+    oof = _OofBuild(
+        out=out,
+        source_cache=source_cache,
+        data_root=data_root,
+        split=split,
+        arrays=arrays,
+        names=names,
+        fold_of=fold_of,
+        manifest=manifest,
+        ref=reference_masks(arrays),
+        device=dev,
+        batch_size=batch_size,
+        say=say,
+    )
+    extra = parse_overrides(overrides)
     for model_id in ids:
         info = src["models"][model_id]
-        run_dir = Path(info["run_dir"])
-        config_path = run_dir / "config.yaml"
-        if not config_path.is_file():
-            raise DataError(f"base model run {run_dir} has no config.yaml; cannot retrain it on folds")
-        base_cfg = yaml.safe_load(config_path.read_text()) or {}
-        fold_runs: list[Path] = []
-        for f in range(k):
-            keep = [n for n, fo in zip(names, fold_of) if fo != f]
-            fold_root = make_fold_root(data_root, split, keep, out / "folds" / f"fold{f}" / "data")
-            cfg_dict = copy.deepcopy(base_cfg)
-            cfg_dict.setdefault("data", {})
-            cfg_dict["data"].update({"root": str(fold_root), "train_split": split, "test_split": ""})
-            cfg = config_from_dict(TrainConfig, _merge(cfg_dict, extra))
-            validate(cfg)
-            run = out / "folds" / f"fold{f}" / "runs" / model_id
-            say(f"fold {f + 1}/{k}: training {model_id} on {len(keep)} images")
-            train_fn(cfg, run)
-            fold_runs.append(run)
+        fold_runs = _train_folds(oof, model_id, info, k, extra, train_fn)
         shas = [file_sha256(checkpoint_file(r)) for r in fold_runs]
         manifest["models"][model_id] = {
             **{kk: v for kk, v in info.items() if kk != "entries"},
@@ -264,70 +253,158 @@ def build_oof_cache(
             "fold_runs": [str(r.resolve()) for r in fold_runs],
             "fold_sha256": shas,
         }
-        fresh = manifest["models"][model_id]["entries"].get(split, {})
-        if (
-            fresh.get("fold_sha256") != shas
-            or not (out / fresh.get("file", "missing")).is_file()
-            or fresh.get("data_fingerprint") != arrays.fingerprint
-        ):
-            oof = np.zeros((len(names), *manifest["splits"][split]["shape"][1:]), dtype=np.float32)
-            for f, run in enumerate(fold_runs):
-                idx = np.flatnonzero(fold_of == f)
-                model = load_model(run)
-                normalization = read_meta(run).get("normalization", info.get("normalization", "minmax"))
-                oof[idx] = predict_split(
-                    model, [arrays.images[i] for i in idx], normalization, device=dev, batch_size=batch_size, tta=False
-                )
-            stored = np.clip(oof, 0, 1).astype(np.float16)
-            prov: dict[str, Any] = {
-                "fold_sha256": shas,
-                "normalization": info.get("normalization"),
-                "tta": False,
-                "stacking": "oof",
-            }
-            if ref is not None:
-                prov["metrics"] = {**score_masks(stored, ref[1]), "reference": f"{ref[0]}/full"}
-            write_entry(out, manifest, model_id, split, stored, prov)
-            say(
-                f"out-of-fold masks of {model_id}: train AP {prov.get('metrics', {}).get('ap', float('nan')):.4f} "
-                f"(in-sample {info.get('entries', {}).get(split, {}).get('metrics', {}).get('ap', float('nan')):.4f})"
-            )
-
+        _oof_entry(oof, model_id, info, fold_runs, shas)
         for test_split in test_splits:
-            if test_split not in src["splits"] or test_split not in info.get("entries", {}):
-                raise DataError(f"'{test_split}' masks of {model_id} are not in {source_cache}; cache that split first")
-            manifest["splits"][test_split] = copy.deepcopy(src["splits"][test_split])
-            src_entry = info["entries"][test_split]
-            if test_inputs == "full":
-                _, stack = load_cached_masks(source_cache, test_split, [model_id], dtype=np.float16)
-                path = mask_file(out, model_id, test_split)
-                if not path.is_file() or manifest["models"][model_id]["entries"].get(test_split, {}).get(
-                    "checkpoint_sha256"
-                ) != src_entry.get("checkpoint_sha256"):
-                    prov = {kk: v for kk, v in src_entry.items() if kk not in ("file", "dtype", "created")}
-                    write_entry(out, manifest, model_id, test_split, stack[:, 0], {**prov, "test_inputs": "full"})
-            else:
-                entry = manifest["models"][model_id]["entries"].get(test_split, {})
-                if entry.get("fold_sha256") == shas and (out / entry.get("file", "missing")).is_file():
-                    continue
-                tarrays = load_split(data_root, test_split)
-                total = None
-                for run in fold_runs:
-                    model = load_model(run)
-                    normalization = read_meta(run).get("normalization", info.get("normalization", "minmax"))
-                    probs = predict_split(
-                        model, tarrays.images, normalization, device=dev, batch_size=batch_size, tta=False
-                    )
-                    total = probs if total is None else total + probs
-                assert total is not None
-                avg = total / len(fold_runs)
-                tref = reference_masks(tarrays)
-                prov = {"fold_sha256": shas, "test_inputs": "fold-avg", "tta": False}
-                if tref is not None:
-                    prov["metrics"] = {**score_masks(avg.astype(np.float16), tref[1]), "reference": f"{tref[0]}/full"}
-                write_entry(out, manifest, model_id, test_split, avg, prov)
+            _test_entry(oof, model_id, info, fold_runs, shas, test_split, test_inputs, src)
     save_manifest(out, manifest)
     return manifest
+
+
+@dataclass
+class _OofBuild:
+    """What every model's out-of-fold entries share: the cache being built, the split and its folds."""
+
+    out: Path
+    source_cache: Path
+    data_root: str
+    split: str
+    arrays: Any
+    names: list[str]
+    fold_of: np.ndarray
+    manifest: dict[str, Any]
+    ref: Any
+    device: str
+    batch_size: int
+    say: Callable[[str], None]
+
+
+def _train_folds(
+    b: _OofBuild,
+    model_id: str,
+    info: dict[str, Any],
+    k: int,
+    extra: dict[str, Any],
+    train_fn: Callable[[Any, Path], None],
+) -> list[Path]:
+    """Train ``model_id`` once per fold on the other folds (its run's own config, data swapped).
+
+    Returns:
+        The fold run directories, fold order.
+    """
+    import yaml
+
+    from spermseg.config import config_from_dict
+    from spermseg.training.config import TrainConfig, validate
+
+    out, split, names, fold_of, say, data_root = b.out, b.split, b.names, b.fold_of, b.say, b.data_root
+    run_dir = Path(info["run_dir"])
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise DataError(f"base model run {run_dir} has no config.yaml; cannot retrain it on folds")
+    base_cfg = yaml.safe_load(config_path.read_text()) or {}
+    fold_runs: list[Path] = []
+    for f in range(k):
+        keep = [n for n, fo in zip(names, fold_of) if fo != f]
+        fold_root = make_fold_root(data_root, split, keep, out / "folds" / f"fold{f}" / "data")
+        cfg_dict = copy.deepcopy(base_cfg)
+        cfg_dict.setdefault("data", {})
+        cfg_dict["data"].update({"root": str(fold_root), "train_split": split, "test_split": ""})
+        cfg = config_from_dict(TrainConfig, _merge(cfg_dict, extra))
+        validate(cfg)
+        run = out / "folds" / f"fold{f}" / "runs" / model_id
+        say(f"fold {f + 1}/{k}: training {model_id} on {len(keep)} images")
+        train_fn(cfg, run)
+        fold_runs.append(run)
+    return fold_runs
+
+
+def _oof_entry(b: _OofBuild, model_id: str, info: dict[str, Any], fold_runs: Sequence[Path], shas: list[str]) -> None:
+    """The out-of-fold masks of ``model_id`` on the training split, each image predicted by the fold run that did
+    not see it; skipped when the entry is fresh."""
+    from spermseg.ensembling.mask_cache import predict_split, score_masks, write_entry
+    from spermseg.models.checkpoints import load_model, read_meta
+
+    out, manifest, split, arrays, names, fold_of = b.out, b.manifest, b.split, b.arrays, b.names, b.fold_of
+    ref, dev, batch_size, say = b.ref, b.device, b.batch_size, b.say
+    fresh = manifest["models"][model_id]["entries"].get(split, {})
+    if (
+        fresh.get("fold_sha256") != shas
+        or not (out / fresh.get("file", "missing")).is_file()
+        or fresh.get("data_fingerprint") != arrays.fingerprint
+    ):
+        oof = np.zeros((len(names), *manifest["splits"][split]["shape"][1:]), dtype=np.float32)
+        for f, run in enumerate(fold_runs):
+            idx = np.flatnonzero(fold_of == f)
+            model = load_model(run)
+            normalization = read_meta(run).get("normalization", info.get("normalization", "minmax"))
+            oof[idx] = predict_split(
+                model, [arrays.images[i] for i in idx], normalization, device=dev, batch_size=batch_size, tta=False
+            )
+        stored = np.clip(oof, 0, 1).astype(np.float16)
+        prov: dict[str, Any] = {
+            "fold_sha256": shas,
+            "normalization": info.get("normalization"),
+            "tta": False,
+            "stacking": "oof",
+        }
+        if ref is not None:
+            prov["metrics"] = {**score_masks(stored, ref[1]), "reference": f"{ref[0]}/full"}
+        write_entry(out, manifest, model_id, split, stored, prov)
+        say(
+            f"out-of-fold masks of {model_id}: train AP {prov.get('metrics', {}).get('ap', float('nan')):.4f} "
+            f"(in-sample {info.get('entries', {}).get(split, {}).get('metrics', {}).get('ap', float('nan')):.4f})"
+        )
+
+
+def _test_entry(
+    b: _OofBuild,
+    model_id: str,
+    info: dict[str, Any],
+    fold_runs: Sequence[Path],
+    shas: list[str],
+    test_split: str,
+    test_inputs: str,
+    src: dict[str, Any],
+) -> None:
+    """The test-time inputs of ``model_id`` on ``test_split``: copied from the source cache (``full``) or the mean
+    of the fold runs' masks (``fold-avg``)."""
+    from spermseg.data.arrays import load_split
+    from spermseg.data.mask_store import load_cached_masks, mask_file, write_entry
+    from spermseg.ensembling.mask_cache import predict_split, reference_masks, score_masks
+    from spermseg.models.checkpoints import load_model, read_meta
+
+    out, manifest, source_cache, data_root = b.out, b.manifest, b.source_cache, b.data_root
+    dev, batch_size = b.device, b.batch_size
+    if test_split not in src["splits"] or test_split not in info.get("entries", {}):
+        raise DataError(f"'{test_split}' masks of {model_id} are not in {source_cache}; cache that split first")
+    manifest["splits"][test_split] = copy.deepcopy(src["splits"][test_split])
+    src_entry = info["entries"][test_split]
+    if test_inputs == "full":
+        _, stack = load_cached_masks(source_cache, test_split, [model_id], dtype=np.float16)
+        path = mask_file(out, model_id, test_split)
+        if not path.is_file() or manifest["models"][model_id]["entries"].get(test_split, {}).get(
+            "checkpoint_sha256"
+        ) != src_entry.get("checkpoint_sha256"):
+            prov = {kk: v for kk, v in src_entry.items() if kk not in ("file", "dtype", "created")}
+            write_entry(out, manifest, model_id, test_split, stack[:, 0], {**prov, "test_inputs": "full"})
+    else:
+        entry = manifest["models"][model_id]["entries"].get(test_split, {})
+        if entry.get("fold_sha256") == shas and (out / entry.get("file", "missing")).is_file():
+            return
+        tarrays = load_split(data_root, test_split)
+        total = None
+        for run in fold_runs:
+            model = load_model(run)
+            normalization = read_meta(run).get("normalization", info.get("normalization", "minmax"))
+            probs = predict_split(model, tarrays.images, normalization, device=dev, batch_size=batch_size, tta=False)
+            total = probs if total is None else total + probs
+        assert total is not None
+        avg = total / len(fold_runs)
+        tref = reference_masks(tarrays)
+        prov = {"fold_sha256": shas, "test_inputs": "fold-avg", "tta": False}
+        if tref is not None:
+            prov["metrics"] = {**score_masks(avg.astype(np.float16), tref[1]), "reference": f"{tref[0]}/full"}
+        write_entry(out, manifest, model_id, test_split, avg, prov)
 
 
 def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
