@@ -19,6 +19,8 @@ from spermseg.errors import ConfigError, DataError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from spermseg.training.config import TrainConfig
+
 
 @dataclass
 class SplitData:
@@ -106,6 +108,19 @@ def load_split_data(
         images=[np.asarray(arrays.images[i], dtype=np.float32) for i in range(n)],
         targets=[np.asarray(masks[i], dtype=np.uint8 if target == "parts" else bool) for i in range(n)],
         fingerprint=str(arrays.fingerprint),
+    )
+
+
+def load_config_split(cfg: TrainConfig, split: str, *, max_images: int = 0) -> SplitData:
+    """:func:`load_split_data` of ``split`` with the rater, part, threshold and target of ``cfg.data``."""
+    return load_split_data(
+        cfg.data.root,
+        split,
+        cfg.data.rater,
+        cfg.data.part,
+        binarize_threshold=cfg.data.binarize_threshold,
+        max_images=max_images,
+        target=cfg.data.target,
     )
 
 

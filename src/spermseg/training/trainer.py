@@ -54,6 +54,7 @@ from spermseg.training.train_data import (  # noqa: F401 - re-exported
     DeviceData,
     SplitData,
     attach_cached_masks,
+    load_config_split,
     load_split_data,
     split_by_group,
 )
@@ -284,15 +285,7 @@ def _setup(
 
     # ---- data ----------------------------------------------------------------------------------------------------
     t_load = time.perf_counter()
-    full = load_split_data(
-        cfg.data.root,
-        cfg.data.train_split,
-        cfg.data.rater,
-        cfg.data.part,
-        binarize_threshold=cfg.data.binarize_threshold,
-        max_images=cfg.data.max_images,
-        target=cfg.data.target,
-    )
+    full = load_config_split(cfg, cfg.data.train_split, max_images=cfg.data.max_images)
     inputs_ids: list[str] = []
     if cfg.model.ensemble:
         inputs_ids = attach_cached_masks(full, cfg.model.masks, cfg.data.train_split, cfg.model.mask_models)

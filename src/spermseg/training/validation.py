@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spermseg.errors import DataError
-from spermseg.training.train_data import SplitData, attach_cached_masks, load_split_data
+from spermseg.training.train_data import SplitData, attach_cached_masks, load_config_split
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -60,14 +60,7 @@ def evaluate_test(
 ) -> dict[str, Any] | None:
     """Score the best checkpoint on ``cfg.data.test_split`` (IoU also at the validation threshold)."""
     try:
-        test = load_split_data(
-            cfg.data.root,
-            cfg.data.test_split,
-            cfg.data.rater,
-            cfg.data.part,
-            binarize_threshold=cfg.data.binarize_threshold,
-            target=cfg.data.target,
-        )
+        test = load_config_split(cfg, cfg.data.test_split)
     except DataError as exc:
         log(f"spermseg train: no test evaluation: {exc}")
         return None

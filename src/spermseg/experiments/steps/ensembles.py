@@ -114,7 +114,6 @@ def run(rep: Reproduction, ctx: StepContext) -> dict[str, Any]:
     }
 
 
-# -- prediction helpers for steps 5-8 ------------------------------------------------------------------------
 
 
 def section(res: dict[str, Any], ctx: ReportContext) -> list[Table | Figure | str]:
