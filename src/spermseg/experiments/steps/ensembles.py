@@ -114,8 +114,6 @@ def run(rep: Reproduction, ctx: StepContext) -> dict[str, Any]:
     }
 
 
-
-
 def section(res: dict[str, Any], ctx: ReportContext) -> list[Table | Figure | str]:
     blocks: list[Table | Figure | str] = []
     sels = res.get("selections", {})
