@@ -1,6 +1,6 @@
 """The reproduction report: ``report.md`` and a self-contained ``report.html`` from the step results.
 
-:func:`write_report` takes the step records of :mod:`spermseg.experiments.steps` (status, result JSON, wall time),
+:func:`write_report` takes the step records of :mod:`spermseg.experiments.runner` (status, result JSON, wall time),
 the resolved config and an environment description, draws the figures with :mod:`spermseg.experiments.figures`
 into ``OUT/figures/`` and writes
 
@@ -12,7 +12,8 @@ Every step has a section; a step that did not finish says so ("not available: <w
 instead of showing numbers. When the data is SegSperm itself, the paper's published Tables 2-4
 (:mod:`spermseg.experiments.paper_numbers`) stand beside ours with the difference (ours - paper).
 
-The result schema of each step is documented in :mod:`spermseg.experiments.reproduce`; this module only reads it.
+The result schema of each step is documented in its module (:mod:`spermseg.experiments.steps`), beside the
+section that reads it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The paper's experimental protocol end to end, as eight resumable steps, and the report.
 
 ``spermseg reproduce --data ROOT --out DIR [--preset paper|cpu|demo]`` runs, in order (each step writes
-``DIR/steps/NAME/`` and a ``DONE.json`` with its result; see :mod:`spermseg.experiments.steps`):
+``DIR/steps/NAME/`` and a ``DONE.json`` with its result; see :mod:`spermseg.experiments.runner`; each step is one
+module of :mod:`spermseg.experiments.steps`):
 
 1. ``agreement``: Table 2 on ``test_small`` (strict IoU and IoU' at k = 3, 5; full/head/tail) and a Fig. 6
    example of the aggregated ground truths.
