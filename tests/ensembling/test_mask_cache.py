@@ -235,3 +235,18 @@ def test_precision_is_recorded_and_a_change_rebuilds(setup: dict[str, Path], tmp
     bf16 = build_cache([setup["r0"]], setup["data"], ["test"], cache, device="cpu", precision="bf16")
     assert len(bf16["last_build"]["built"]) == 1
     assert next(iter(bf16["models"].values()))["entries"]["test"]["precision"] == "bf16"
+
+
+def test_a_rebuild_after_a_killed_write_leaves_no_temporary_file(setup: dict[str, Path], tmp_path: Path) -> None:
+    """A build killed while writing an entry or the manifest leaves hidden temporaries (atomic_path); the rerun,
+    which rewrites that entry and the manifest, removes them (the fault-injection test found one)."""
+    cache = tmp_path / "cache"
+    build_cache([setup["r0"]], setup["data"], ["test"], cache, device="cpu")
+    entry_dir = next((cache / "masks").iterdir())
+    debris = [entry_dir / ".test.k1lled.npy", cache / ".manifest.k1lled.json"]
+    for path in debris:
+        path.write_bytes(b"half")
+    (entry_dir / "test.npy").unlink()  # the entry the killed write was replacing
+    rebuilt = build_cache([setup["r0"]], setup["data"], ["test"], cache, device="cpu")
+    assert rebuilt["last_build"]["built"] == [f"{entry_dir.name}/test"]
+    assert not any(path.exists() for path in debris)

@@ -24,7 +24,7 @@ import numpy as np
 
 from spermseg._version import __version__
 from spermseg.errors import DataError, SpermsegError
-from spermseg.utils.atomic import atomic_path, atomic_write_json
+from spermseg.utils.atomic import atomic_path, atomic_write_json, remove_stale_temporaries
 from spermseg.utils.hashing import file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,6 +86,8 @@ def load_manifest(cache_dir: str | Path, *, missing_ok: bool = False) -> dict[st
 def save_manifest(cache_dir: str | Path, manifest: dict[str, Any]) -> None:
     """Write the manifest atomically (the cache's single source of truth)."""
     atomic_write_json(Path(cache_dir) / MANIFEST, manifest)
+    # A build killed mid-write left a hidden temporary of the manifest: the complete one now replaces it.
+    remove_stale_temporaries(cache_dir, Path(MANIFEST).stem)
 
 
 def mask_file(cache_dir: str | Path, model_id: str, split: str) -> Path:
@@ -143,6 +145,7 @@ def write_entry(
     stored = np.clip(masks, 0.0, 1.0).astype(MASK_DTYPE)
     with atomic_path(path) as tmp:
         np.save(tmp, stored)
+    remove_stale_temporaries(path.parent, path.stem)  # debris of a write of this entry killed earlier
     entry = {
         "data_fingerprint": manifest["splits"][split]["fingerprint"],
         "spermseg_version": __version__,
