@@ -23,8 +23,8 @@ DATA = Path(os.environ.get("SPERMSEG_SPERMPARSING", HERE.parent.parent / "shared
 
 
 def _loading(quick: bool) -> str:
-    from spermseg.cli.data import check_dataset
     from spermseg.data.arrays import load_split
+    from spermseg.data.check import check_dataset
     from spermseg.data.layouts import open_dataset
 
     if not (DATA / "test" / "images").is_dir():

@@ -3,7 +3,7 @@
 Cases, at each family's default width and 512x512 inputs (256x256 with ``--quick``):
 
 * forward in eval mode without gradients, batch 1 and batch 4 (images/s);
-* one training step (forward in training mode, the deep-supervision BCE loss of :mod:`spermseg.engine.losses`,
+* one training step (forward in training mode, the deep-supervision BCE loss of :mod:`spermseg.training.losses`,
   backward, Adam step) at the paper's batch size on CUDA (5 for base models, 6 for ensembles) and batch 2 on the
   CPU, where the paper's batches would take minutes per step.
 
@@ -75,8 +75,8 @@ def _train_step_fn(model: Any, inputs: tuple[Any, ...]) -> Any:
     """A closure doing one optimisation step on fixed inputs and a fixed random sparse target."""
     import torch
 
-    from spermseg.engine.losses import bce_loss, deep_supervision_loss
     from spermseg.models.blocks import split_outputs
+    from spermseg.training.losses import bce_loss, deep_supervision_loss
 
     model.train()
     image = inputs[0]
@@ -100,7 +100,7 @@ def _train_step_fn(model: Any, inputs: tuple[Any, ...]) -> Any:
 def run(quick: bool) -> str:
     import torch
 
-    from spermseg.cli.models import profile_model
+    from spermseg.models.profile import profile_model
     from spermseg.utils.device import resolve_device
 
     device = resolve_device(os.environ.get("SPERMSEG_BENCH_DEVICE", "auto"))

@@ -1,4 +1,4 @@
-"""Per-sperm measurement (``spermseg.engine.morphometry``): time per megapixel at several image sizes.
+"""Per-sperm measurement (``spermseg.inference.morphometry``): time per megapixel at several image sizes.
 
 Two inputs, each at growing sizes so that time per megapixel can be read side by side (about constant = linear):
 
@@ -46,7 +46,7 @@ def _scene_tile(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(quick: bool) -> str:
-    from spermseg.engine.morphometry import measure_instances, measure_sperm
+    from spermseg.inference.morphometry import measure_instances, measure_sperm
 
     repeat = 1 if quick else 3
     blob = Table("all-ones mask (one blob)", ratio_to="500 x 500", unit="MP")

@@ -27,7 +27,7 @@ from harness import Measurement, Table, bench_main, measure  # noqa: E402
 def _make_video(path: Path, frames: int, size: int = 512) -> None:
     import numpy as np
 
-    from spermseg.engine.video import VideoWriter
+    from spermseg.inference.video import VideoWriter
 
     rng = np.random.default_rng(0)
     base = rng.normal(110, 10, (size, size)).clip(0, 255).astype(np.uint8)
@@ -40,8 +40,8 @@ def _make_video(path: Path, frames: int, size: int = 512) -> None:
 def _save_runs(root: Path, width: int | None, ens_width: int | None) -> tuple[list[Path], Path]:
     import torch
 
-    from spermseg.engine.checkpoints import save_checkpoint
     from spermseg.models import create_ensemble, create_model
+    from spermseg.models.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     bases = []
@@ -68,7 +68,7 @@ def _peak_rss_of_predict(model: Path, video: Path, out: Path) -> float:
 
 
 def _memory(quick: bool, tmp: Path) -> str:
-    from spermseg.engine.bundle import create_bundle
+    from spermseg.inference.bundle import create_bundle
 
     bases, _ = _save_runs(tmp / "small", width=4, ens_width=4)
     bundle = create_bundle(bases[2:], tmp / "unet_bundle")
@@ -94,9 +94,9 @@ def _memory(quick: bool, tmp: Path) -> str:
 def _throughput(quick: bool, tmp: Path) -> str:
     import numpy as np
 
-    from spermseg.engine.bundle import create_bundle, load_predictor
-    from spermseg.engine.onnx_export import export_onnx
-    from spermseg.engine.predict import onnx_backend, torch_backend
+    from spermseg.inference.backends import torch_backend
+    from spermseg.inference.bundle import create_bundle, load_predictor
+    from spermseg.inference.onnx import export_onnx, onnx_backend
 
     chosen = 8 if quick else int(os.environ.get("SPERMSEG_BENCH_WIDTH", "16"))
     width = ens_width = chosen or None

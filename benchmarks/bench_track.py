@@ -53,7 +53,7 @@ def _inputs(tmp: Path, n: int) -> tuple[Path, Path]:
     import numpy as np
 
     from spermseg.data.io import write_mask
-    from spermseg.engine.video import VideoWriter
+    from spermseg.inference.video import VideoWriter
 
     video, masks = tmp / f"v{n}.mp4", tmp / f"m{n}"
     with VideoWriter(video, fps=25, size=(SIZE, SIZE)) as writer:
@@ -82,8 +82,8 @@ def _peak(argv: list[str]) -> tuple[float, float]:
 def run(quick: bool) -> str:
     import torch
 
-    from spermseg.engine.checkpoints import save_checkpoint
     from spermseg.models import create_model
+    from spermseg.models.checkpoints import save_checkpoint
 
     short, long = (20, 200) if quick else (200, 2000)
     parts = []

@@ -1,6 +1,6 @@
 """Training step throughput: ``unet`` at 256x256, contiguous (NCHW) vs channels_last, fp32 vs bf16, side by side.
 
-One case is exactly one step of the training engine (:func:`spermseg.engine.trainer.train_step`): the
+One case is exactly one step of the training engine (:func:`spermseg.training.trainer.train_step`): the
 augmentation of the data layer on the device, per-image minmax normalization, forward, BCE, backward and an Adam
 step, on an in-memory batch. bf16 autocast cases are added on CUDA and on CPUs with AMX (the engine's default
 there, ``runtime.amp=auto``). Each case also reports the achieved GFLOP/s (3 x the forward FLOPs per image, from
@@ -34,10 +34,10 @@ def _step_fn(device: Any, width: int, batch: int, channels_last: bool, amp: bool
     import torch
 
     from spermseg.data.transforms import AugmentConfig, Augmenter
-    from spermseg.engine.config import LossConfig
-    from spermseg.engine.losses import build_loss
-    from spermseg.engine.trainer import call_base, make_inputs, train_step
     from spermseg.models import create_model
+    from spermseg.training.config import LossConfig
+    from spermseg.training.losses import build_loss
+    from spermseg.training.trainer import call_base, make_inputs, train_step
 
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -82,8 +82,8 @@ def train_gflop_per_image(width: int) -> float:
     """Training FLOPs of one image: forward + backward ~ 3 x forward (2 FLOPs per MAC), at SIZE x SIZE."""
     import torch
 
-    from spermseg.cli.models import count_macs
     from spermseg.models import create_model
+    from spermseg.models.profile import count_macs
 
     with torch.device("meta"):
         model = create_model("unet", width=width)
@@ -103,7 +103,7 @@ def run(quick: bool) -> str:
     cuda = device.type == "cuda"
     width, batch = (64, 5) if cuda else ((8, 2) if quick else (16, 4))
     repeat = 3 if quick else (20 if cuda else 5)
-    from spermseg.engine.inference import cpu_has_fast_bf16
+    from spermseg.inference.forward import cpu_has_fast_bf16
 
     cases = [("NCHW fp32", False, False), ("channels_last fp32", True, False)]
     bf16 = cuda or cpu_has_fast_bf16()

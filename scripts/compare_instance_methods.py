@@ -22,8 +22,8 @@ import numpy as np
 def main() -> None:
     from spermseg.data.arrays import load_split
     from spermseg.data.labels import read_labels
-    from spermseg.engine.instances import InstanceOptions, separate_instances
     from spermseg.evaluation.instances import find_label_predictions
+    from spermseg.inference.instances import InstanceOptions, separate_instances
     from spermseg.metrics.panoptic import PanopticAccumulator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -60,9 +60,9 @@ def train_variant(name: str, data: Path, out: Path, epochs: int, seed: int) -> P
 def score_run(run: Path, data: Path) -> dict:
     """Validation (the run's held-out groups of ``train``) and test scores, full/head/tail, vs GT1."""
     from spermseg.data.arrays import load_split
-    from spermseg.engine.checkpoints import load_model
-    from spermseg.engine.inference import predict_probs
+    from spermseg.inference.forward import predict_probs
     from spermseg.metrics import SegmentationAccumulator
+    from spermseg.models.checkpoints import load_model
 
     result = json.loads((run / "result.json").read_text())
     model = load_model(run)

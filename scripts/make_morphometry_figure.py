@@ -2,7 +2,7 @@
 
 Usage: ``PYTHONPATH=src .venv/bin/python scripts/make_morphometry_figure.py --data ../shared/data/spermparsing``.
 
-Measures every GT1 sperm of the train and test splits (instances + parts, ``spermseg.engine.morphometry``) and
+Measures every GT1 sperm of the train and test splits (instances + parts, ``spermseg.inference.morphometry``) and
 draws one histogram per measure (pixels of the 640 x 512 images).
 """
 
@@ -32,7 +32,7 @@ MEASURES = (
 def collect(data: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
     """Every GT1 sperm's measures as columns."""
     from spermseg.data.arrays import load_split
-    from spermseg.engine.morphometry import as_table, measure_sperm
+    from spermseg.inference.morphometry import as_table, measure_sperm
 
     rows = []
     for split in splits:

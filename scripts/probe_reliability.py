@@ -62,9 +62,9 @@ def setup(tmp: Path) -> dict[str, Path]:
     import tifffile
     import torch
 
-    from spermseg.engine.bundle import create_bundle
-    from spermseg.engine.checkpoints import save_checkpoint
+    from spermseg.inference.bundle import create_bundle
     from spermseg.models import create_model
+    from spermseg.models.checkpoints import save_checkpoint
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -96,7 +96,7 @@ def setup(tmp: Path) -> dict[str, Path]:
 def bundle_case(p: dict[str, Path], name: str, change: Callable[[dict], None], rehash: bool, needle: str) -> bool:
     import shutil
 
-    from spermseg.engine.bundle import manifest_digest
+    from spermseg.inference.bundle import manifest_digest
 
     b = p["tmp"] / f"bundle_{name}"
     shutil.copytree(p["bundle"], b)
@@ -200,9 +200,9 @@ def cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:  # noqa: 
     def state_flip() -> bool:
         import torch
 
-        from spermseg.engine.checkpoints import load_training_state, save_training_state
         from spermseg.errors import CheckpointError
         from spermseg.models import create_model
+        from spermseg.training.state import load_training_state, save_training_state
 
         model = create_model("unet", width=4)
         opt = torch.optim.Adam(model.parameters())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from spermseg._version import __version__ as __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -23,7 +23,7 @@ def load_model(path: str) -> torch.nn.Module:
     Returns:
         The model in eval mode, on the CPU, with its metadata dict attached as ``model.spermseg_meta``.
     """
-    from spermseg.engine.checkpoints import load_model as _load_model
+    from spermseg.models.checkpoints import load_model as _load_model
 
     return _load_model(path)
 

@@ -203,3 +203,35 @@ def save_config(cfg: Any, path: str | Path) -> None:
 def load_config_file(cls: type[T], path: str | Path) -> T:
     """Read a config written by :func:`save_config`."""
     return resolve_config(cls, yaml_path=path)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse ``0-4``, ``0,2,5`` or ``3`` (and mixtures like ``0-2,7``) into a sorted list of distinct seeds.
+
+    Args:
+        text: the ``--seeds`` value.
+
+    Returns:
+        The seeds, ascending, each once.
+
+    Raises:
+        ConfigError: on malformed input (a negative seed, a reversed range, nothing).
+    """
+    seeds: set[int] = set()
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                a, b = int(lo), int(hi)
+                if b < a or a < 0:
+                    raise ValueError
+                seeds.update(range(a, b + 1))
+            else:
+                seeds.add(int(part))
+                if int(part) < 0:
+                    raise ValueError
+    except ValueError:
+        raise ConfigError(f"bad --seeds '{text}'; use e.g. 0-4 or 0,1,2") from None
+    if not seeds:
+        raise ConfigError(f"bad --seeds '{text}'; use e.g. 0-4 or 0,1,2")
+    return sorted(seeds)

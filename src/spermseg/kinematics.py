@@ -2,7 +2,7 @@
 
 Pure numpy functions on one track: times ``t`` (s) and head positions ``xy`` (N, 2) in micrometres. This module
 is a leaf (numpy only) so that the synthetic generator's truth (:mod:`spermseg.data.synth.truth`) and the tracker
-(:mod:`spermseg.engine.tracking`) compute every measure with the same code.
+(:mod:`spermseg.inference.tracking`) compute every measure with the same code.
 
 Definitions (``dt`` the frame interval, ``T`` the elapsed time of the path):
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from train_helpers import make_lines_dataset, tiny_overrides  # noqa: E402
 
 from spermseg.cli import main  # noqa: E402
-from spermseg.cli.summarize import summarize  # noqa: E402
-from spermseg.cli.train_many import parse_seeds  # noqa: E402
+from spermseg.config import parse_seeds  # noqa: E402
 from spermseg.errors import ConfigError  # noqa: E402
+from spermseg.training.summary import summarize  # noqa: E402
 
 
 def _sets(epochs: int = 1) -> list[str]:

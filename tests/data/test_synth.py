@@ -333,7 +333,7 @@ def test_dataset_layout_reproducible_and_readable(tmp_path: Path) -> None:
 
 
 def test_data_check_passes_on_generated_data(tmp_path: Path) -> None:
-    from spermseg.cli.data import check_dataset
+    from spermseg.data.check import check_dataset
 
     cfg = small_cfg(64)
     generate_dataset(tmp_path, cfg, n_train=2, n_test=2, n_test_small=1, seed=0, show_progress=False)

@@ -92,7 +92,7 @@ def test_presets_and_validation() -> None:
         reproduce_config("demo", overrides=["models=[nope]"])
     with pytest.raises(ConfigError, match="trainable kinds"):
         reproduce_config("demo", overrides=["ensemble_kinds=[avg]"])
-    from spermseg.cli.reproduce import parse_seeds
+    from spermseg.config import parse_seeds
 
     assert parse_seeds("0-2,5") == [0, 1, 2, 5]
 

@@ -19,9 +19,9 @@ from spermseg.models.ensemble import (
     ENSEMBLE_KINDS,
     ENSEMBLE_OPTIONS,
     TWO_BRANCH_KINDS,
-    deep_supervision_loss,
     parameter_counts,
 )
+from spermseg.training.losses import ensemble_loss as deep_supervision_loss
 
 TINY = 4
 TRAINABLE = [k for k in ENSEMBLE_KINDS if k != "avg"]

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from spermseg.cli import main
-from spermseg.cli.models import count_macs, count_parameters
 from spermseg.errors import ConfigError
 from spermseg.models import create_model, list_models, model_kwargs
 from spermseg.models.blocks import split_outputs
+from spermseg.models.profile import count_macs, count_parameters
 
 MODELS = list_models()
 TINY = 4

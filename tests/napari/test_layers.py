@@ -101,8 +101,8 @@ def test_stack_layers_are_the_tracks_of_spermseg_track(dark_model: Path, frames,
 def test_part_network_adds_a_parts_layer(tmp_path: Path) -> None:
     import torch
 
-    from spermseg.engine.checkpoints import save_checkpoint
     from spermseg.models import create_model
+    from spermseg.models.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     run = tmp_path / "parts"
@@ -136,7 +136,7 @@ def test_refusals_and_cancel(dark_model: Path, frames) -> None:
 
 
 def test_reader_opens_a_predicted_video_as_a_stack(dark_model: Path, frames, tmp_path: Path) -> None:
-    from spermseg.engine.video import VideoWriter
+    from spermseg.inference.video import VideoWriter
 
     stack = frames[0][:3]
     video = tmp_path / "clip.mp4"

@@ -21,7 +21,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from spermseg import __version__
+from spermseg._version import __version__
 
 # command name -> (module under spermseg.cli, one-line help). The help is duplicated here so that the top-level
 # --help does not import every module.

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spermseg.engine.bundle import create_bundle, read_bundle_manifest
+    from spermseg.inference.bundle import create_bundle, read_bundle_manifest
 
     out = create_bundle(args.base, args.out, ensemble=args.ensemble, threshold=args.threshold)
     manifest = read_bundle_manifest(out)

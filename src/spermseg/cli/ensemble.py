@@ -11,9 +11,9 @@ Subcommands::
 ``train`` resolves the selection (E1-E4 ranked on the validation split by default, or model ids/architectures),
 then delegates to the training engine (same loop, resume, seeds, DDP, checkpoints) with the paper's ensembling
 schedule, and records the selection in ``RUN_DIR/ensemble.json``. With ``--stacking oof`` it first builds (or
-reuses) an out-of-fold cache ``CACHE/oof-k{K}-s{SEED}-{TEST}`` (:mod:`spermseg.experiments.stacking`).
+reuses) an out-of-fold cache ``CACHE/oof-k{K}-s{SEED}-{TEST}`` (:mod:`spermseg.ensembling.stacking`).
 
-The library functions live in :mod:`spermseg.experiments.ensemble_training`.
+The library functions live in :mod:`spermseg.ensembling.ensemble_training`.
 
 ``oof`` only builds the out-of-fold cache (do this first, in one process, before training under ``torchrun``).
 
@@ -147,8 +147,8 @@ def _say(msg: str) -> None:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from spermseg.engine.mask_cache import load_manifest
-    from spermseg.experiments.selection import all_selections
+    from spermseg.data.mask_store import load_manifest
+    from spermseg.ensembling.selection import all_selections
 
     selections = all_selections(load_manifest(args.cache), rank_on=args.rank_on)
     if args.json:
@@ -161,7 +161,7 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from spermseg.experiments.ensemble_training import train_ensemble
+    from spermseg.ensembling.ensemble_training import train_ensemble
 
     prov = train_ensemble(
         args.cache,
@@ -191,9 +191,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _oof(args: argparse.Namespace) -> int:
-    from spermseg.engine.mask_cache import load_manifest
-    from spermseg.experiments.ensemble_training import build_oof
-    from spermseg.experiments.selection import select_inputs
+    from spermseg.data.mask_store import load_manifest
+    from spermseg.ensembling.ensemble_training import build_oof
+    from spermseg.ensembling.selection import select_inputs
 
     selection = select_inputs(load_manifest(args.cache), args.select, rank_on=args.rank_on)
     out = build_oof(
@@ -216,7 +216,7 @@ def _oof(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from spermseg.experiments.table3 import evaluate_ensembles, render_markdown, write_table3
+    from spermseg.ensembling.table3 import evaluate_ensembles, render_markdown, write_table3
 
     evaluation = evaluate_ensembles(
         args.cache,

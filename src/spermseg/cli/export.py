@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spermseg.engine.onnx_export import export_onnx, parity_check
+    from spermseg.inference.onnx import export_onnx, parity_check
 
     out = export_onnx(args.model, args.out, opset=args.opset)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -9,7 +9,7 @@ Example::
 other commands.
 
 Re-running skips what is cached; an entry whose checkpoint or data changed is rebuilt (``--force`` rebuilds all).
-See :mod:`spermseg.engine.mask_cache` for the format.
+See :mod:`spermseg.ensembling.mask_cache` for the format.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def summary(manifest: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from spermseg.cli._common import emit_json
-    from spermseg.engine.mask_cache import build_cache
+    from spermseg.ensembling.mask_cache import build_cache
 
     paths, ids = parse_models(require(args, "runs", "--runs", "runs/unet/seed0 runs/att_unet/seed0"))
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]

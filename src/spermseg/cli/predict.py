@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spermseg.engine.predict import PredictOptions, predict_inputs
+    from spermseg.inference.predict import PredictOptions, predict_inputs
 
     options = PredictOptions(
         threshold=args.threshold,

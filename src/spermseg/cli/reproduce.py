@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 from spermseg.cli._common import add_alias, add_set_argument
+from spermseg.config import parse_seeds
 
 HELP = "run the paper's protocol end to end and write the report"
 EXAMPLE = "spermseg reproduce --data data/segsperm --out runs/paper --preset cpu"
@@ -57,24 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the unfinished base-model training runs as independent 'spermseg train' commands "
         "to OUT/plan/commands.txt (run them in parallel on several GPUs or a cluster), then exit",
     )
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2"`` -> [0, 2]."""
-    from spermseg.errors import ConfigError
-
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                a, b = part.split("-", 1)
-                seeds += list(range(int(a), int(b) + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise ConfigError(f"bad --seeds '{text}': use a comma list or a range, e.g. 0,1,2 or 0-4") from None
-    return seeds
 
 
 def build_config(args: argparse.Namespace) -> object:

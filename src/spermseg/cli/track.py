@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spermseg.config import resolve_config
-    from spermseg.engine.stacks import TruncatedInputError
-    from spermseg.engine.tracking import TrackConfig, track_source
     from spermseg.errors import SpermsegError
+    from spermseg.inference.stacks import TruncatedInputError
+    from spermseg.inference.tracking import TrackConfig, track_source
 
     if bool(args.masks) == bool(args.inputs):
         raise SpermsegError("give VIDEO_OR_STACK inputs with --model, or --masks DIR (not both)")

@@ -22,7 +22,7 @@ EXAMPLE = "spermseg train --data data/segsperm --model unet --out runs/unet/seed
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by ``train`` and ``train-many``: data, preset, config file, overrides, runtime."""
-    from spermseg.engine.config import PRESET_NAMES
+    from spermseg.training.config import PRESET_NAMES
 
     parser.add_argument("--data", required=True, help="dataset root (SegSperm or folder layout)")
     parser.add_argument(
@@ -85,7 +85,7 @@ def build_config(
     Flag values are set directly (not parsed as YAML), so paths with any characters are safe.
     """
     from spermseg.config import config_from_dict, resolve_config
-    from spermseg.engine.config import TrainConfig, preset, validate
+    from spermseg.training.config import TrainConfig, preset, validate
 
     ensemble = getattr(args, "ensemble", None)
     flags: dict[str, dict[str, object]] = {"data": {"root": str(args.data)}}
@@ -115,8 +115,8 @@ def build_config(
 
 def run(args: argparse.Namespace) -> int:
     from spermseg.cli._common import emit_json
-    from spermseg.engine.trainer import train
     from spermseg.errors import ConfigError
+    from spermseg.training.trainer import train
 
     if args.ensemble and not args.masks:
         raise ConfigError("--kind needs --cache CACHE (formerly --masks; build it with 'spermseg masks')")

@@ -19,36 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from spermseg.config import parse_seeds  # noqa: F401 - re-exported (its old home)
 from spermseg.errors import ConfigError
 
 HELP = "train a grid of models x seeds, skipping finished runs"
 EXAMPLE = "spermseg train-many --data data/segsperm --models unet,att_unet --seeds 0-4 --out runs --preset cpu"
-
-
-def parse_seeds(text: str) -> list[int]:
-    """Parse ``0-4``, ``0,2,5`` or ``3`` (and mixtures like ``0-2,7``) into a sorted list of distinct seeds.
-
-    Raises:
-        ConfigError: on malformed input.
-    """
-    seeds: set[int] = set()
-    try:
-        for part in (p.strip() for p in text.split(",") if p.strip()):
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                a, b = int(lo), int(hi)
-                if b < a or a < 0:
-                    raise ValueError
-                seeds.update(range(a, b + 1))
-            else:
-                seeds.add(int(part))
-                if int(part) < 0:
-                    raise ValueError
-    except ValueError:
-        raise ConfigError(f"bad --seeds '{text}'; use e.g. 0-4 or 0,1,2") from None
-    if not seeds:
-        raise ConfigError(f"bad --seeds '{text}'; use e.g. 0-4 or 0,1,2")
-    return sorted(seeds)
 
 
 def run_dir_for(out: str | Path, model: str, seed: int) -> Path:
@@ -110,7 +85,7 @@ def _device_for_job(device: str | None, job: int) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from spermseg.cli._common import emit_json
     from spermseg.cli.train import build_config
-    from spermseg.engine.trainer import is_finished, train
+    from spermseg.training.trainer import is_finished, train
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:

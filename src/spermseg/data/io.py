@@ -122,7 +122,7 @@ def _tiff_pages(tif: object) -> int:
 
 
 def _multipage_error(path: Path, kind: str, n_pages: int) -> DataError:
-    # One page of a stack must never pass for the whole file: stacks are read whole by spermseg.engine.stacks
+    # One page of a stack must never pass for the whole file: stacks are read whole by spermseg.inference.stacks
     # (spermseg track); everywhere an image is one image (training, evaluation, predict) they are refused.
     return DataError(
         f"cannot read {kind} {path}: it is a multi-page TIFF ({n_pages} pages), not supported as a single {kind} "

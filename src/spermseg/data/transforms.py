@@ -347,3 +347,47 @@ def _blur(img: torch.Tensor, sizes: torch.Tensor, *, radius: int) -> torch.Tenso
     x = F.conv2d(x, weight.view(n * ch, 1, 1, -1), groups=n * ch)
     x = F.conv2d(x, weight.view(n * ch, 1, -1, 1), groups=n * ch)
     return x.reshape(n, ch, h, w)
+
+
+GEOMETRIC_OPS = ("hflip", "vflip", "rotate", "zoom")
+
+
+def augment_batch(
+    augmenter: Any,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    masks: torch.Tensor | None,
+    gen: torch.Generator,
+    normalization: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Apply the data layer's augmentation to images, target and (for ensembles) the input soft masks together.
+
+    The :class:`~spermseg.data.transforms.Augmenter` moves binary masks with their image and re-binarizes them,
+    which would destroy soft masks. So soft masks get a second pass of a geometric-only Augmenter from the same
+    generator state: the Augmenter draws the same random numbers whatever operations are enabled (documented), so
+    both passes apply the identical flips, rotation and zoom, and the soft masks keep their values (bilinear
+    resampling, no blur, contrast or brightness).
+
+    Args:
+        augmenter: the run's Augmenter.
+        images: (B, 1, H, W) float in [0, 1].
+        target: (B, 1, H, W) float {0, 1}.
+        masks: (B, n, H, W) float soft masks in [0, 1], or None.
+        gen: CPU generator; advanced exactly as one Augmenter call advances it.
+        normalization: when given, the images come back normalized (see the Augmenter).
+
+    Returns:
+        ``(images, target, masks)`` augmented, same shapes.
+    """
+    import dataclasses
+
+    if masks is None:
+        images, target = augmenter(images, target, gen, normalization)
+        return images, target, None
+    state = gen.get_state()
+    images, target = augmenter(images, target, gen, normalization)
+    geo_cfg = dataclasses.replace(augmenter.cfg, ops=tuple(o for o in augmenter.cfg.ops if o in GEOMETRIC_OPS))
+    replay = type(gen)(device=gen.device)
+    replay.set_state(state)
+    masks, _ = type(augmenter)(geo_cfg)(masks, None, replay)
+    return images, target, masks

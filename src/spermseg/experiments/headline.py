@@ -18,22 +18,18 @@ the sample standard deviation (ddof 1; ``None`` for one seed).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-PARTS = ("full", "head", "tail")
+from spermseg.data.layouts import PARTS  # defined once, in the data layer
+from spermseg.metrics.score import mean_std
+
 HEADLINE_METRICS = ("ap", "iou_opt")
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None, None
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    s = mean_std(values)
+    return s["mean"], s["std"]
 
 
 def _row(method: str, role: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -51,7 +47,7 @@ def _row(method: str, role: str, records: Sequence[Mapping[str, Any]]) -> dict[s
 
 
 def headline(evaluation: Mapping[str, Any], featured: str, rater: str) -> dict[str, Any] | None:
-    """The headline table from :func:`spermseg.experiments.table3.evaluate_ensembles` records.
+    """The headline table from :func:`spermseg.ensembling.table3.evaluate_ensembles` records.
 
     Args:
         evaluation: the evaluation with base, ``avg`` and ensemble records (``include_base=True``).

@@ -14,29 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Registry name -> the name printed in the paper.
-PAPER_MODEL_NAMES: dict[str, str] = {
-    "att_unet": "AttUnet",
-    "unet3p": "Unet3+",
-    "unet": "Unet",
-    "fc_densenet": "FC-DenseNet",
-    "unet_pp": "Unet++",
-    "sa_unet": "SA-Unet",
-    "uctransnet": "UCTransNet",
-    "manet": "MAnet",
-    "fpn": "FPN",
-    "deeplabv3p": "DeepLabV3+",
-}
-
-# Ensemble kind -> (paper name, paper "Inputs" column).
-PAPER_ENSEMBLE_NAMES: dict[str, tuple[str, str]] = {
-    "avg": ("Avg", "S"),
-    "ens_s": ("Ensemble", "S"),
-    "ens_is": ("Ensemble", "I+S"),
-    "ens_concat": ("Ensemble+concat", "I,S"),
-    "ens_att_v1": ("EnsembleAttV1", "I,S"),
-    "ens_att_v2": ("EnsembleAttV2", "I,S"),
-}
+# The paper's names of our models and ensembles are Table 3's row labels (re-exported here for the report).
+from spermseg.ensembling.table3 import PAPER_ENSEMBLE_NAMES, PAPER_MODEL_NAMES  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------------------------
 # Table 2: inter-rater agreement on the 23 triple-labelled test images.

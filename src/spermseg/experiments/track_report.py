@@ -29,7 +29,7 @@ def _trajectories(out: Path, rows: list[dict], fig_dir: Path) -> Path:
     import matplotlib.pyplot as plt
 
     from spermseg.data.io import read_image
-    from spermseg.engine.track_outputs import track_color
+    from spermseg.inference.track_outputs import track_color
 
     first = out / "first_frame.png"
     fig, ax = plt.subplots(figsize=(7, 7), dpi=110)

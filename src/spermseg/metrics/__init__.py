@@ -6,6 +6,8 @@
 * :mod:`.parts`: the head / tail scoring regions.
 * :mod:`.calibration`: Brier and stratified Brier scores.
 * :mod:`.accumulators`: :class:`SegmentationAccumulator`, every measure for full / head / tail in one pass.
+* :mod:`.score`: :func:`score`, the one scoring function (validation, mask cache, Table 3, reproduce), and
+  :func:`mean_std` over seeds.
 
 Empty cases and rules are documented in docs/evaluation.md.
 """
@@ -36,10 +38,12 @@ from spermseg.metrics.ranking import (
     rank_counts,
     safe_ratio,
 )
+from spermseg.metrics.score import SCORE_KEYS, full_scores, mean_std, score
 
 __all__ = [
     "DEFAULT_BINS",
     "PARTS",
+    "SCORE_KEYS",
     "BrierAccumulator",
     "IoUPrimeCounts",
     "IoUPrimeHistogram",
@@ -51,17 +55,20 @@ __all__ = [
     "combine_iou_prime",
     "dilate",
     "erode",
+    "full_scores",
     "iou",
     "iou_at",
     "iou_curve",
     "iou_opt",
     "iou_prime",
     "iou_prime_counts",
+    "mean_std",
     "metric_keys",
     "part_regions",
     "precision_recall_curve",
     "rank_counts",
     "restrict",
     "safe_ratio",
+    "score",
     "skeleton",
 ]

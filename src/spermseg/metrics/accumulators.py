@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from spermseg.data.layouts import PARTS  # defined once, in the data layer
 from spermseg.metrics.calibration import BrierAccumulator
 from spermseg.metrics.overlap import IoUPrimeCounts, IoUPrimeHistogram, check_kernel, dilate, erode, offset_bins
 from spermseg.metrics.prep import PartPrep, ReferenceCache, ReferencePrep, prepare_reference
@@ -49,7 +50,6 @@ from spermseg.metrics.ranking import (
 
 __all__ = ["PARTS", "SegmentationAccumulator", "metric_keys"]
 
-PARTS = ("full", "head", "tail")
 _SCALAR_KEYS = ("ap", "iou_0.5", "iou_opt", "t_opt", "brier", "brier_pos", "brier_neg")
 
 

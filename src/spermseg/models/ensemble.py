@@ -210,7 +210,7 @@ class PyramidEnsemble(nn.Module):
         self.kind, self.n_masks, self.in_channels, self.levels = kind, n_masks, in_channels, levels
         self.mask_skip = bool(mask_skip)
         self.divisor = 2 ** (levels - 1)
-        self.alphas = _check_alphas(alphas, levels)
+        self.alphas = check_alphas(alphas, levels)
         channels = [width * 2**s for s in range(levels)]
         pyramid_ch, seg_ch = 2 * width, width
         if kind == "ens_s":
@@ -315,42 +315,6 @@ def create_ensemble(kind: str, n_masks: int, **kwargs: Any) -> nn.Module:
     return model
 
 
-def deep_supervision_loss(
-    logits: torch.Tensor,
-    aux: Sequence[torch.Tensor],
-    target: torch.Tensor,
-    alphas: Sequence[float] | None = None,
-) -> torch.Tensor:
-    """Binary cross-entropy of the fused output plus the alpha-weighted per-scale terms of Eq. (2)-(3).
-
-    ``loss = BCE(logits, y) + sum_s alpha_s * BCE(up(aux_s), y)``, each BCE averaged over pixels and batch (Eq. 2
-    sums; the mean only rescales the learning rate), ``up`` bilinear upsampling of the aux logits to the target
-    size (no-op when they already have it). Delegates to :func:`spermseg.engine.losses.deep_supervision_loss`
-    with ``alphas = (1, *alphas)``. Eq. (3) as printed lists only the scale terms; the fused output gets
-    weight 1 besides, otherwise its final convolution would receive no gradient at all. With ``aux`` empty this
-    is plain BCE, so the function serves every model.
-
-    Args:
-        logits: (B, K, H, W) final logits.
-        aux: per-scale logits, each (B, K, h_s, w_s).
-        target: (B, K, H, W) in [0, 1] (binary or soft).
-        alphas: one weight per aux map, each in (0, inf); default all 1.
-
-    Returns:
-        Scalar loss tensor.
-
-    Raises:
-        ConfigError: when the number of alphas differs from the number of aux maps, or an alpha is not positive.
-    """
-    # One implementation of deep supervision in the project: the training engine's, with BCE and the fused
-    # output's weight 1 first (its alphas cover main + aux outputs). Imported lazily: engine imports models.
-    from spermseg.engine.losses import bce_loss
-    from spermseg.engine.losses import deep_supervision_loss as _engine_deep_supervision_loss
-
-    weights = _check_alphas(alphas, len(aux)) if aux else ()
-    return _engine_deep_supervision_loss(logits, list(aux), target.to(logits.dtype), bce_loss, (1.0, *weights))
-
-
 def parameter_counts(n_masks: int = 3, **kwargs: Any) -> dict[str, int]:
     """Number of parameters of every ensemble kind, e.g. ``parameter_counts(3)`` -> ``{"avg": 0, ...}``."""
     return {
@@ -358,7 +322,19 @@ def parameter_counts(n_masks: int = 3, **kwargs: Any) -> dict[str, int]:
     }
 
 
-def _check_alphas(alphas: Sequence[float] | None, n: int) -> tuple[float, ...]:
+def check_alphas(alphas: Sequence[float] | None, n: int) -> tuple[float, ...]:
+    """The per-scale deep-supervision weights: ``alphas`` as floats (default all 1), checked.
+
+    Args:
+        alphas: one weight per scale or None.
+        n: the number of scales.
+
+    Returns:
+        ``n`` positive finite floats.
+
+    Raises:
+        ConfigError: wrong count, or a weight that is not positive and finite.
+    """
     if alphas is None:
         return (1.0,) * n
     alphas = tuple(float(a) for a in alphas)

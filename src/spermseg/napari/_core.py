@@ -2,8 +2,8 @@
 tracking, the synthetic generator, output readers).
 
 Everything else in :mod:`spermseg.napari` goes through these small functions, so a move of the library modules
-(e.g. ``spermseg.engine.*`` into sub-packages) is a change of the imports in this file only. Imports are inside the
-functions: importing the plugin costs nothing until it runs.
+(as when ``spermseg.engine`` became ``spermseg.inference`` and ``training``) is a change of the imports in this
+file only. Imports are inside the functions: importing the plugin costs nothing until it runs.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def load_batch_fn(
         ``(fn, threshold)``: ``fn`` maps (B, H, W) float32 in [0, 1] to (B, H, W) probabilities, or (B, 6, H, W)
         per-code sigmoids for a part network.
     """
-    from spermseg.engine.predict import PredictOptions, build_batch_fn, validate_options
+    from spermseg.inference.options import PredictOptions, validate_options
+    from spermseg.inference.predict import build_batch_fn
 
     options = PredictOptions(
         threshold=threshold, device=device, tta=tta, batch_size=batch_size, precision=precision, tile=tile
@@ -95,7 +96,7 @@ def load_batch_fn(
 
 def split_parts(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(part codes uint8 (H, W), whole-sperm probability (H, W)) of a part network's (6, H, W) output."""
-    from spermseg.engine.label_outputs import split_parts_prob
+    from spermseg.inference.label_outputs import split_parts_prob
 
     return split_parts_prob(prob)
 
@@ -111,7 +112,7 @@ def separate(mask: np.ndarray, parts: np.ndarray | None, method: str = "skeleton
     Returns:
         (H, W) uint16 labels, 0 background, 1..N.
     """
-    from spermseg.engine.instances import METHODS, InstanceOptions, separate_instances
+    from spermseg.inference.instances import METHODS, InstanceOptions, separate_instances
 
     if method not in METHODS:
         raise SpermsegError(f"unknown instance method '{method}'; choose one of {', '.join(METHODS)}")
@@ -121,14 +122,14 @@ def separate(mask: np.ndarray, parts: np.ndarray | None, method: str = "skeleton
 
 def sperm_columns() -> list[str]:
     """The per-sperm columns of ``sperm.csv`` after ``input`` and ``frame``."""
-    from spermseg.engine.predict_outputs import _sperm_columns
+    from spermseg.inference.predict_outputs import _sperm_columns
 
     return [c for c in _sperm_columns() if c not in ("input", "frame")]
 
 
 def measure(labels: np.ndarray, parts: np.ndarray | None, pixel_size_um: float | None) -> list[dict[str, Any]]:
     """One ``sperm.csv`` row (without ``input``/``frame``) per sperm of a label image, ``sperm_id`` = label id."""
-    from spermseg.engine.morphometry import measure_sperm
+    from spermseg.inference.morphometry import measure_sperm
 
     return [m.as_dict() for m in measure_sperm(labels, parts, pixel_size_um)]
 
@@ -162,8 +163,8 @@ def track_masks(
     """
     import tifffile
 
-    from spermseg.engine.stacks import StackInfo
-    from spermseg.engine.tracking import TrackConfig, track
+    from spermseg.inference.stacks import StackInfo
+    from spermseg.inference.tracking import TrackConfig, track
     from spermseg.utils.table import read_rows_csv
 
     t, h, w = masks.shape

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from spermseg.data.layouts import PARTS  # defined once, in the data layer
 from spermseg.data.synth.config import SynthConfig
 from spermseg.data.synth.raters import rate_frame
 from spermseg.data.synth.render import Frame, render_frame
 from spermseg.data.synth.scene import Scene, sample_scene
 from spermseg.errors import ConfigError, DataError
 
-PARTS = ("full", "head", "tail")
 #: Generator streams (the third seed word) of one video: scene, frame choice, noise, raters.
 STREAM_SCENE, STREAM_FRAMES, STREAM_NOISE, STREAM_RATER = 0, 1, 2, 3
 SPLITS = ("train", "test", "test_small")
@@ -152,7 +152,7 @@ def generate_dataset(
     Returns:
         The manifest that is also written to ``OUT/synth.json``.
     """
-    from spermseg import __version__
+    from spermseg._version import __version__
     from spermseg.config import config_to_dict
     from spermseg.utils.atomic import atomic_write_json
     from spermseg.utils.progress import progress
@@ -246,8 +246,8 @@ def _write_video(
     out: Path, cfg: SynthConfig, seed: int, video: int, n_frames: int, mp4: bool, width: int
 ) -> dict[str, Any]:
     """Consecutive frames of one video, their truth, and an MP4 when possible."""
+    import spermseg.data.synth.truth as T
     from spermseg.data.io import write_image, write_mask
-    from spermseg.data.synth import truth as T
     from spermseg.kinematics import KINEMATICS_COLUMNS
     from spermseg.utils.table import write_rows_csv
 

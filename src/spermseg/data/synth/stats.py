@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from spermseg.data.layouts import PARTS  # defined once, in the data layer
 from spermseg.data.synth.config import SynthConfig
 from spermseg.data.synth.render import Frame
 
-PARTS = ("full", "head", "tail")
 PAIRS = ((0, 1), (0, 2), (1, 2))
 
 

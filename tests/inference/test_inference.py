@@ -1,0 +1,99 @@
+"""predict_probs: batching, mixed sizes, TTA, ensembles' masks, mode restored; DDP sharding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spermseg.inference.forward import predict_probs
+from spermseg.models import create_model
+from spermseg.training.distributed import DistInfo, shard_indices
+
+
+def test_predict_probs_matches_direct_forward_and_batches() -> None:
+    torch.manual_seed(0)
+    model = create_model("unet", width=4)
+    imgs = np.random.default_rng(0).random((5, 32, 48), dtype=np.float32)
+    a = predict_probs(model, imgs, "minmax", batch_size=2)
+    b = predict_probs(model, list(imgs), "minmax", batch_size=5)
+    assert a.shape == (5, 32, 48) and a.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    model.eval()
+    from spermseg.data.transforms import normalize
+
+    with torch.no_grad():
+        direct = torch.sigmoid(model(normalize(torch.from_numpy(imgs[:1, None]), "minmax")))[0, 0].numpy()
+    np.testing.assert_allclose(a[0], direct, atol=1e-5)
+
+
+def test_mixed_sizes_tta_and_mode_restored() -> None:
+    model = create_model("unet", width=4)
+    model.train()
+    imgs = [np.full((16, 16), 0.5, np.float32), np.zeros((24, 20), np.float32)]
+    out = predict_probs(model, imgs, "none", tta=True)
+    assert out.dtype == object and out[0].shape == (16, 16) and out[1].shape == (24, 20)
+    assert model.training
+
+
+class _FlipSensitive(nn.Module):
+    """Logit = the image's column index (not flip invariant) + sum of masks: checks TTA un-flipping and masks."""
+
+    def forward(self, image: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        cols = torch.arange(image.shape[-1], dtype=image.dtype).expand_as(image) / image.shape[-1]
+        return cols + (0 if masks is None else masks.sum(1, keepdim=True))
+
+
+def test_tta_unflips_and_masks_reach_ensembles() -> None:
+    model = _FlipSensitive()
+    imgs = np.zeros((1, 4, 6), np.float32)
+    plain = predict_probs(model, imgs, "none")
+    tta = predict_probs(model, imgs, "none", tta=True)
+    # flipped passes see reversed columns; averaging gives the symmetric mean, which differs from the plain output
+    assert not np.allclose(plain, tta)
+    np.testing.assert_allclose(tta[0], tta[0][:, ::-1], atol=1e-6)
+    masks = np.ones((1, 2, 4, 6), np.float32)
+    with_masks = predict_probs(model, imgs, "none", masks=masks)
+    np.testing.assert_allclose(
+        with_masks, 1 / (1 + np.exp(-(np.arange(6) / 6 + 2)))[None, None].repeat(4, 1), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("n,world", [(10, 1), (10, 3), (7, 2)])
+def test_shard_indices_cover_and_agree(n: int, world: int) -> None:
+    shards = [shard_indices(n, 5, DistInfo(rank=r, world_size=world)) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1
+    assert set().union(*map(set, shards)) == set(range(n))
+    assert shard_indices(n, 5, DistInfo(0, world)) == shards[0]
+    assert shard_indices(n, 6, DistInfo(0, world)) != shards[0] or n < 3
+
+
+def test_precision_resolution() -> None:
+    """fp32 is the scoring default everywhere; bf16 can be asked for (and turned off) on every device."""
+    from spermseg.errors import ConfigError
+    from spermseg.inference.forward import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == "fp32"  # inference on a CPU never switches precision by itself
+    assert resolve_precision(False, cpu) == "fp32" and resolve_precision(True, cpu) == "fp32"
+    with pytest.raises(ConfigError, match="valid"):
+        resolve_precision("fp16", cpu)
+
+
+def test_predict_probs_defaults_to_float32_and_bf16_is_close_but_not_equal() -> None:
+    torch.manual_seed(0)
+    model = create_model("unet", width=4).eval()
+    images = np.random.default_rng(0).random((2, 48, 64), dtype=np.float32)
+    default = predict_probs(model, images, "minmax")
+    fp32 = predict_probs(model, images, "minmax", precision="fp32")
+    bf16 = predict_probs(model, images, "minmax", precision="bf16")
+    assert np.array_equal(default, fp32)
+    with torch.no_grad():
+        from spermseg.data.transforms import normalize
+
+        direct = torch.sigmoid(model(normalize(torch.from_numpy(images)[:, None], "minmax")))[:, 0].numpy()
+    assert np.allclose(fp32, direct, atol=1e-6)
+    assert not np.array_equal(bf16, fp32) and np.abs(bf16 - fp32).max() < 0.05

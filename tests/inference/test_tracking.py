@@ -1,0 +1,178 @@
+"""spermseg track: linking with gap closing, outputs (CSV, label stack, H.264 overlay), stacks, truncation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from spermseg.cli import main
+from spermseg.data.io import write_mask
+
+PX = 0.5  # um per pixel
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _sperm(mask: np.ndarray, x: float, y: float, tail_angle: float) -> None:
+    """Draw a head (ellipse 10 x 6 px) at (x, y) pointing left, and a 30 px tail to the right bent by tail_angle."""
+    cv2.ellipse(mask, (round(x), round(y)), (5, 3), 0, 0, 360, 1, -1)
+    x1, y1 = x + 15, y
+    x2, y2 = x1 + 15 * math.cos(tail_angle), y1 + 15 * math.sin(tail_angle)
+    cv2.line(mask, (round(x + 4), round(y)), (round(x1), round(y1)), 1, 2)
+    cv2.line(mask, (round(x1), round(y1)), (round(x2), round(y2)), 1, 2)
+
+
+def _masks(folder: Path, n: int = 20, gap: tuple[int, ...] = ()) -> list[list[tuple[float, float]]]:
+    """Two sperm on straight paths (1 px and 0.5 px per frame); the second is missing in the ``gap`` frames."""
+    truth = []
+    for f in range(n):
+        m = np.zeros((80, 120), np.uint8)
+        a = (10.0 + f, 20.0)
+        b = (20.0 + 0.5 * f, 60.0)
+        _sperm(m, *a, 0.4 * math.sin(2 * math.pi * 2.5 * f / 10))  # 2.5 Hz beat at 10 fps
+        if f not in gap:
+            _sperm(m, *b, 0.0)
+        truth.append([a, b])
+        write_mask(folder / f"m{f}.png", m.astype(bool))
+    return truth
+
+
+def test_track_masks_links_closes_gaps_and_writes_every_output(tmp_path: Path) -> None:
+    """Two sperm, the second missed in frames 8-9: two tracks, the gap closed (same id), kinematics by hand."""
+    from spermseg.inference.video import video_codec
+
+    _masks(tmp_path / "m", gap=(8, 9))
+    out = tmp_path / "out"
+    assert (
+        main(["track", "--masks", str(tmp_path / "m"), "--fps", "10", "--pixel-size", str(PX), "--out", str(out)]) == 0
+    )
+    rows = _csv(out / "tracks.csv")
+    assert {int(r["track_id"]) for r in rows} == {1, 2}
+    by = {t: [r for r in rows if int(r["track_id"]) == t] for t in (1, 2)}
+    slow = min(by, key=lambda t: float(by[t][-1]["head_x"]) - float(by[t][0]["head_x"]))
+    assert len(by[slow]) == 18 and [int(r["frame"]) for r in by[slow]] == [f for f in range(20) if f not in (8, 9)]
+    kin = {int(r["track_id"]): r for r in _csv(out / "kinematics.csv")}
+    fast = 3 - slow
+    # 1 px per frame at 10 fps and 0.5 um/px: 5 um/s; the slow one 2.5 um/s (head centroids of drawn ellipses)
+    assert float(kin[fast]["vsl_um_s"]) == pytest.approx(5.0, rel=0.05)
+    assert float(kin[slow]["vsl_um_s"]) == pytest.approx(2.5, rel=0.1)
+    assert float(kin[fast]["beat_hz"]) == pytest.approx(2.5, abs=0.3)
+    assert float(kin[slow]["beat_hz"]) == 0.0  # a straight, still tail: no beat
+    with tifffile.TiffFile(out / "labels.tif") as tif:
+        labels = tif.asarray()
+        assert tif.is_imagej and tif.series[0].axes == "TYX" and labels.dtype == np.uint16
+        assert tif.imagej_metadata["finterval"] == pytest.approx(0.1)
+        xres = tif.pages[0].tags["XResolution"].value
+        assert xres[1] / xres[0] == pytest.approx(PX, rel=1e-3)
+    assert labels.shape == (20, 80, 120)
+    r0 = by[fast][0]
+    assert labels[0, round(float(r0["head_y"])), round(float(r0["head_x"]))] == fast
+    assert set(np.unique(labels[9]).tolist()) == {0, fast}
+    assert video_codec(out / "overlay.mp4") == "h264"
+    meta = json.loads((out / "track.json").read_text())
+    assert meta["frames_processed"] == 20 and meta["pixel_size_source"] == "flag" and meta["error"] is None
+    html = (out / "report.html").read_text()
+    assert "Head trajectories" in html and "data:image/png;base64" in html
+
+
+def test_track_refuses_bad_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No input, inputs with --masks, or a missing calibration: one line and exit 2."""
+    _masks(tmp_path / "m", n=3)
+    assert main(["track", "--out", str(tmp_path / "o")]) == 2
+    assert main(["track", "--masks", str(tmp_path / "m"), "--fps", "10", "--out", str(tmp_path / "o")]) == 2
+    assert "--pixel-size" in capsys.readouterr().err
+
+
+def _tiny_model(root: Path) -> Path:
+    import torch
+
+    from spermseg.models import create_model
+    from spermseg.models.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(root / "best", create_model("unet", width=4), {"normalization": "minmax", "threshold": 0.5})
+    return root
+
+
+def test_track_model_on_ome_stack_uses_every_page_and_its_pixel_size(tmp_path: Path) -> None:
+    """A 5-page OME-TIFF with PhysicalSizeX 0.25: 5 frames processed, the pixel size from the metadata."""
+    frames = np.full((5, 48, 64), 200, np.uint8)
+    for k in range(5):
+        cv2.ellipse(frames[k], (10 + 3 * k, 24), (5, 3), 0, 0, 360, 40, -1)
+    path = tmp_path / "clip.ome.tif"
+    tifffile.imwrite(path, frames, metadata={"axes": "TYX", "PhysicalSizeX": 0.25, "TimeIncrement": 0.2})
+    out = tmp_path / "out"
+    model = _tiny_model(tmp_path / "model")
+    assert main(["track", str(path), "--model", str(model), "--out", str(out), "--no-report"]) == 0
+    meta = json.loads((out / "track.json").read_text())
+    assert meta["frames_processed"] == 5 and meta["frames_announced"] == 5
+    assert meta["pixel_size_um"] == pytest.approx(0.25) and meta["pixel_size_source"] == "metadata"
+    assert meta["fps"] == pytest.approx(5.0)
+    with tifffile.TiffFile(out / "labels.tif") as tif:
+        assert len(tif.pages) == 5
+
+
+def test_truncated_stack_keeps_processed_frames_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A TIFF stack cut at 60 %: the frames before the cut are tracked and written; the error names file and
+    frame; exit code 1."""
+    from spermseg.inference.stacks import open_stack
+    from spermseg.inference.tracking import track
+
+    path = tmp_path / "cut.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for k in range(6):
+            m = np.zeros((64, 96), np.uint8)
+            _sperm(m, 10.0 + 2 * k, 30.0, 0.2)
+            tif.write(m * 255)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    stack = open_stack(path, fps=10, pixel_size=PX)
+    items = ((i, f, f > 0.5) for i, f in stack.frames())
+    out = tmp_path / "out"
+    from spermseg.inference.stacks import TruncatedInputError
+
+    with pytest.raises(TruncatedInputError) as err:
+        track(items, stack.info, out)
+    k = err.value.frame
+    assert 1 <= k < 6 and "cut.tif" in str(err.value)
+    rows = _csv(out / "tracks.csv")
+    assert sorted({int(r["frame"]) for r in rows}) == list(range(k))
+    with tifffile.TiffFile(out / "labels.tif") as tif:
+        assert len(tif.pages) == k
+    assert json.loads((out / "track.json").read_text())["error"] == str(err.value)
+    # the CLI: the same outputs, the error line, exit code 1
+    model = _tiny_model(tmp_path / "model")
+    code = main(["track", str(path), "--model", str(model), "--fps", "10", "--pixel-size", "0.5",
+                 "--out", str(tmp_path / "cli")])  # fmt: skip
+    assert code == 1
+    assert f"frame {k}" in capsys.readouterr().err
+    assert (tmp_path / "cli" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_acceptance_exact_masks_of_a_75_frame_synthetic_video(tmp_path: Path) -> None:
+    """Issue 16 acceptance: from a 75-frame synthetic video's exact binary masks, >= 90 % of truth head positions
+    are followed by the same track, median relative VCL error <= 10 %, median beat-frequency error <= 1 Hz."""
+    from spermseg.data.synth import SynthConfig, generate_dataset
+    from spermseg.evaluation.tracking import evaluate_tracks
+
+    generate_dataset(tmp_path / "s", SynthConfig(), n_train=0, n_test=0, n_test_small=0, seed=1, n_videos=1,
+                     n_frames=75, mp4=False, show_progress=False)  # fmt: skip
+    v = next((tmp_path / "s" / "videos").iterdir())
+    out = tmp_path / "t"
+    argv = ["track", "--masks", str(v / "truth" / "full"), "--fps", "25", "--pixel-size", "0.3", "--out", str(out)]
+    assert main([*argv, "--no-report"]) == 0
+    ev = evaluate_tracks(out, v / "truth")
+    assert ev["identity_consistent"] >= 0.9
+    assert ev["kinematics"]["median_vcl_rel_error"] <= 0.10
+    assert ev["kinematics"]["median_beat_error_hz"] <= 1.0
