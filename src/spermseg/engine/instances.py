@@ -53,6 +53,8 @@ class InstanceOptions:
     max_turn_deg: float = 60.0
     direction_px: int = 10
     join_distance: float = 15.0
+    head_pass_px: float = 45.0
+    gap_px: float = 25.0
 
 
 def estimate_heads(full: np.ndarray, radius: int = 5) -> np.ndarray:

@@ -66,8 +66,53 @@ def _pair_crossing(ends: list[tuple[int, np.ndarray]], min_cos: float) -> dict[i
     return partner
 
 
+def _end_direction(pix: np.ndarray, end: np.ndarray, radius: float) -> np.ndarray:
+    """Unit outward direction at ``end`` of a segment with pixels ``pix`` (n, 2): from the mean of the pixels
+    within ``radius`` of the end to the end."""
+    near = pix[np.hypot(*(pix - end).T) <= radius]
+    d = end - near.mean(axis=0)
+    norm = float(np.hypot(*d))
+    return d / norm if norm > 0 else np.zeros(2)
+
+
+def _pair_across(ends: list[tuple[int, np.ndarray, np.ndarray]], min_cos: float, max_gap: float) -> dict[int, int]:
+    """Pair segment ends across a head or a gap: straight-through pairs whose chord continues both directions.
+
+    Args:
+        ends: (segment id, end point (2,), outward direction (2,)) per end.
+        min_cos: cosine of the largest accepted turn (between the two directions, and of each against the chord).
+        max_gap: largest accepted distance between the two end points.
+
+    Returns:
+        {segment: partner segment}, greedy by the smallest turn.
+    """
+    cands = []
+    for a in range(len(ends)):
+        for b in range(a + 1, len(ends)):
+            sa, pa, da = ends[a]
+            sb, pb, db = ends[b]
+            chord = pb - pa
+            length = float(np.hypot(*chord))
+            if sa == sb or length > max_gap:
+                continue
+            turn = float(np.dot(da, -db))
+            if length > 3:  # the chord must continue both ends (a parallel neighbour is not a continuation)
+                u = chord / length
+                turn = min(turn, float(np.dot(da, u)), float(np.dot(-db, u)))
+            cands.append((turn, sa, sb))
+    cands.sort(reverse=True)
+    partner: dict[int, int] = {}
+    for cos, sa, sb in cands:
+        if cos < min_cos:
+            break
+        if sa not in partner and sb not in partner:
+            partner[sa] = sb
+            partner[sb] = sa
+    return partner
+
+
 def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
-    """Skeleton segments, crossings, their attachments and the segments touching each head."""
+    """Skeleton segments, crossings, their attachments, free segment ends and the segment ends at each head."""
     from scipy import ndimage as ndi
     from skimage.morphology import disk, skeletonize
 
@@ -87,8 +132,10 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     near_crossing = ndi.grey_dilation(crossings, footprint=_EIGHT)
     near_head = ndi.grey_dilation(seeds, size=(5, 5))
     attach: dict[int, list[tuple[int, np.ndarray]]] = {}  # crossing -> [(segment, direction into it)]
-    seg_nodes: dict[int, list[int]] = {}  # segment -> crossings it touches
+    seg_nodes: dict[int, list[Any]] = {}  # segment -> nodes it touches (crossings, ("head", h), ("gap", k))
     seg_heads: dict[int, set[int]] = {}
+    head_ends: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}  # head -> [(segment, end, direction)]
+    free: list[tuple[int, np.ndarray, np.ndarray]] = []  # segment ends touching nothing
     lengths = np.zeros(n_seg + 1)
     for s, sl in enumerate(ndi.find_objects(segments), start=1):
         if sl is None:
@@ -103,6 +150,14 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
             seg_nodes.setdefault(s, []).append(node)
         heads = near_head[sl][local & ends[sl]]
         seg_heads[s] = {int(h) for h in np.unique(heads[heads > 0])}
+        ey, ex = np.nonzero(local & ends[sl])
+        for y, x in zip(ey + sl[0].start, ex + sl[1].start):
+            end = np.array([y, x], np.float64)
+            item = (s, end, _end_direction(pix, end, opt.direction_px))
+            if near_head[y, x] > 0:
+                head_ends.setdefault(int(near_head[y, x]), []).append(item)
+            elif near_crossing[y, x] == 0 and len(pix) >= 3:
+                free.append(item)
     return {
         "segments": segments,
         "crossings": crossings,
@@ -110,26 +165,72 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         "attach": attach,
         "seg_nodes": seg_nodes,
         "seg_heads": seg_heads,
+        "head_ends": head_ends,
+        "free": free,
         "lengths": lengths,
     }
 
 
-def _follow(start: int, partners: dict[int, dict[int, int]], seg_nodes: dict[int, list[int]], avoid: int) -> list[int]:
-    """Segments visited from ``start`` (leaving through every crossing other than ``avoid``), following pairs."""
+def _follow(
+    start: int, partners: dict[Any, dict[int, int]], seg_nodes: dict[int, list[Any]], blocked: set[int]
+) -> list[int]:
+    """Segments visited from ``start`` following the straight-through pairs of every node (never into
+    ``blocked`` segments: other heads' own tails)."""
     path = [start]
     seen = {start}
-    todo = [(start, avoid)]
+    todo: list[tuple[int, Any]] = [(start, None)]
     while todo:
         seg, came_from = todo.pop()
         for node in seg_nodes.get(seg, []):
             if node == came_from:
                 continue
             nxt = partners.get(node, {}).get(seg)
-            if nxt is not None and nxt not in seen:
+            if nxt is not None and nxt not in seen and nxt not in blocked:
                 seen.add(nxt)
                 path.append(nxt)
                 todo.append((nxt, node))
     return path
+
+
+def _head_nodes(g: dict[str, Any], n_heads: int, opt: Any, partners: dict[Any, dict[int, int]]) -> dict[int, int]:
+    """Pass-through pairs at every head (a tail crossing over another sperm's head is cut by it) and each
+    head's own tail start: the longest segment ending at the head that is not part of a pass-through pair.
+
+    Fills ``partners`` and ``g["seg_nodes"]`` with the ("head", h) nodes; returns {head: start segment}.
+    """
+    min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
+    start: dict[int, int] = {}
+    for h in range(1, n_heads + 1):
+        ends = g["head_ends"].get(h, [])
+        pairs = _pair_across(ends, min_cos, opt.head_pass_px) if opt.head_pass_px > 0 else {}
+        cands = sorted({s for s, _, _ in ends}, key=lambda s: -g["lengths"][s])
+        own = [s for s in cands if s not in pairs] or cands
+        if own:
+            start[h] = own[0]
+            if own[0] in pairs:  # every end is paired: the longest is the head's tail, its partner stays free
+                pairs.pop(pairs.pop(own[0]), None)
+        if pairs:
+            partners[("head", h)] = pairs
+            for s in pairs:
+                g["seg_nodes"].setdefault(s, []).append(("head", h))
+    return start
+
+
+def _gap_nodes(g: dict[str, Any], opt: Any, partners: dict[Any, dict[int, int]]) -> None:
+    """Bridge gaps of the segmentation: free segment ends within ``gap_px`` of another that they continue
+    straight become a pair of one ("gap", k) node each."""
+    if opt.gap_px <= 0:
+        return
+    min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
+    pairs = _pair_across(g["free"], min_cos, opt.gap_px)
+    done: set[int] = set()
+    for k, (a, b) in enumerate(sorted(pairs.items())):
+        if a in done:
+            continue
+        done.update((a, b))
+        partners[("gap", k)] = {a: b, b: a}
+        g["seg_nodes"].setdefault(a, []).append(("gap", k))
+        g["seg_nodes"].setdefault(b, []).append(("gap", k))
 
 
 def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any) -> np.ndarray:
@@ -141,28 +242,29 @@ def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any) -> np.ndarray:
         opt: :class:`spermseg.engine.instances.InstanceOptions`.
 
     Returns:
-        int32 (H, W) labels 1..K of the heads' sperm; foreground of components without a head stays 0.
+        int32 (H, W) labels 1..K of the heads' sperm; foreground of components that no traced tail reached
+        stays 0.
     """
     from skimage.segmentation import watershed
 
     g = _graph(full, seeds, opt)
     min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
-    partners = {node: _pair_crossing(ends, min_cos) for node, ends in g["attach"].items()}
-    owner = np.zeros(g["n_seg"] + 1, np.int32)
+    partners: dict[Any, dict[int, int]] = {node: _pair_crossing(ends, min_cos) for node, ends in g["attach"].items()}
     n_heads = int(seeds.max())
-    by_head: dict[int, list[int]] = {}
-    for s, heads in g["seg_heads"].items():
-        for h in heads:
-            by_head.setdefault(h, []).append(s)
-    for h in range(1, n_heads + 1):
-        starts = sorted(by_head.get(h, []), key=lambda s: -g["lengths"][s])
-        starts = [s for s in starts if owner[s] == 0]
-        if not starts:
+    start = _head_nodes(g, n_heads, opt, partners)
+    _gap_nodes(g, opt, partners)
+    owner = np.zeros(g["n_seg"] + 1, np.int32)
+    blocked = set(start.values())
+    for h, s0 in start.items():
+        if owner[s0]:
             continue
-        for s in _follow(starts[0], partners, g["seg_nodes"], avoid=-1):
-            if owner[s] == 0 and (s == starts[0] or not (g["seg_heads"][s] - {h})):
+        for s in _follow(s0, partners, g["seg_nodes"], blocked - {s0}):
+            # a segment ending at another head (not passing over it) is that head's business
+            passed = {n[1] for n in g["seg_nodes"].get(s, []) if isinstance(n, tuple) and n[0] == "head"}
+            if owner[s] == 0 and (s == s0 or not (g["seg_heads"][s] - {h} - passed)):
                 owner[s] = h
     # segments that no head reached (spurs, pieces behind a failed continuation) join the geodesically nearest
-    # sperm; components without any head are left to the caller (spermseg.engine.instances)
+    # sperm of their component; components that no sperm reached are left to the caller
     markers = np.where(seeds > 0, seeds, owner[g["segments"]]).astype(np.int32)
-    return watershed(np.zeros(full.shape, np.uint8), markers, mask=full, connectivity=2).astype(np.int32)
+    labels = watershed(np.zeros(full.shape, np.uint8), markers, mask=full, connectivity=2).astype(np.int32)
+    return labels
