@@ -50,11 +50,12 @@ class InstanceOptions:
     min_tail_length: float = 40.0
     head_radius: int = 5
     junction_merge: float = 6.0
-    max_turn_deg: float = 60.0
+    max_turn_deg: float = 75.0
     direction_px: int = 10
     join_distance: float = 15.0
     head_pass_px: float = 45.0
     gap_px: float = 25.0
+    neck_min: float = 0.6
 
 
 def estimate_heads(full: np.ndarray, radius: int = 5) -> np.ndarray:

@@ -122,7 +122,13 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     junction = skel & (nb >= 3)
     r = max(1, round(opt.junction_merge / 2))
     crossing_region = ndi.binary_dilation(junction, structure=disk(r)) & skel if junction.any() else junction
-    crossings, _ = ndi.label(crossing_region, structure=_EIGHT)
+    crossings, n_cross = ndi.label(crossing_region, structure=_EIGHT)
+    near_head = ndi.grey_dilation(seeds, size=(5, 5))
+    # a crossing touching a head (the skeleton forks where the tail region meets the head) belongs to the head:
+    # its segments end at the head
+    at_head = np.zeros(n_cross + 1, np.int64)
+    if n_cross and opt.head_pass_px > 0:
+        at_head[1:] = ndi.maximum(near_head, crossings, index=np.arange(1, n_cross + 1))
     seg_mask = skel & ~crossing_region
     segments, n_seg = ndi.label(seg_mask, structure=_EIGHT)
     # segment end pixels: a tail *starts* at a head only with an end there; a tail passing by a head touches it
@@ -130,7 +136,6 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     seg_nb = ndi.convolve(seg_mask.astype(np.uint8), _EIGHT.astype(np.uint8), mode="constant") - 1
     ends = seg_mask & (seg_nb <= 1)
     near_crossing = ndi.grey_dilation(crossings, footprint=_EIGHT)
-    near_head = ndi.grey_dilation(seeds, size=(5, 5))
     attach: dict[int, list[tuple[int, np.ndarray]]] = {}  # crossing -> [(segment, direction into it)]
     seg_nodes: dict[int, list[Any]] = {}  # segment -> nodes it touches (crossings, ("head", h), ("gap", k))
     seg_heads: dict[int, set[int]] = {}
@@ -145,11 +150,15 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         pix = np.stack([ys + sl[0].start, xs + sl[1].start], axis=1).astype(np.float64)
         lengths[s] = len(pix)
         touching = near_crossing[sl][local]
-        for node, (_, d) in _segment_ends(pix, touching, opt.direction_px).items():
-            attach.setdefault(node, []).append((s, d))
-            seg_nodes.setdefault(s, []).append(node)
         heads = near_head[sl][local & ends[sl]]
         seg_heads[s] = {int(h) for h in np.unique(heads[heads > 0])}
+        for node, (end, d) in _segment_ends(pix, touching, opt.direction_px).items():
+            if at_head[node]:
+                head_ends.setdefault(int(at_head[node]), []).append((s, end, d))
+                seg_heads[s].add(int(at_head[node]))
+                continue
+            attach.setdefault(node, []).append((s, d))
+            seg_nodes.setdefault(s, []).append(node)
         ey, ex = np.nonzero(local & ends[sl])
         for y, x in zip(ey + sl[0].start, ex + sl[1].start):
             end = np.array([y, x], np.float64)
@@ -167,6 +176,7 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         "seg_heads": seg_heads,
         "head_ends": head_ends,
         "free": free,
+        "head_axes": _head_axes(seeds),
         "lengths": lengths,
     }
 
@@ -192,23 +202,55 @@ def _follow(
     return path
 
 
-def _head_nodes(g: dict[str, Any], n_heads: int, opt: Any, partners: dict[Any, dict[int, int]]) -> dict[int, int]:
-    """Pass-through pairs at every head (a tail crossing over another sperm's head is cut by it) and each
-    head's own tail start: the longest segment ending at the head that is not part of a pass-through pair.
+def _head_axes(seeds: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """{head: (centroid (2,), unit major axis (2,), half length)} from the second moments of each seed."""
+    from scipy import ndimage as ndi
 
+    out: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+    for h, sl in enumerate(ndi.find_objects(seeds), start=1):
+        if sl is None:
+            continue
+        ys, xs = np.nonzero(seeds[sl] == h)
+        pts = np.stack([ys + sl[0].start, xs + sl[1].start], axis=1).astype(np.float64)
+        c = pts.mean(axis=0)
+        w, v = np.linalg.eigh(np.cov((pts - c).T) if len(pts) > 2 else np.eye(2))
+        out[h] = (c, v[:, 1], 2.0 * float(np.sqrt(max(w[1], 1e-6))))
+    return out
+
+
+def _neck_score(end: np.ndarray, direction: np.ndarray, axis: tuple[np.ndarray, np.ndarray, float]) -> float:
+    """How much a segment end looks like the head's own tail: at a tip of the head's major axis (the neck) and
+    leaving along that axis (1: exactly; a tail passing by the head's side scores ~0)."""
+    c, u, half = axis
+    tip = min(abs(float(np.dot(end - c, u))) / half, 1.0)
+    return tip * abs(float(np.dot(direction, u)))
+
+
+def _head_nodes(g: dict[str, Any], n_heads: int, opt: Any, partners: dict[Any, dict[int, int]]) -> dict[int, int]:
+    """Each head's own tail start and the pass-through pairs at every head (a tail crossing over another
+    sperm's head is cut by it).
+
+    The own tail starts on the segment end at the head's neck (:func:`_neck_score`, among segments of at least
+    ``direction_px`` px: spurs of the outline are shorter); the other ends are paired straight through the head.
     Fills ``partners`` and ``g["seg_nodes"]`` with the ("head", h) nodes; returns {head: start segment}.
     """
     min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
     start: dict[int, int] = {}
+    lengths = g["lengths"]
     for h in range(1, n_heads + 1):
         ends = g["head_ends"].get(h, [])
+        if not ends:
+            continue
+        # spurs of the outline (shorter than direction_px) neither pass through nor start a tail
+        ends = [e for e in ends if lengths[e[0]] >= opt.direction_px] or ends
         pairs = _pair_across(ends, min_cos, opt.head_pass_px) if opt.head_pass_px > 0 else {}
-        cands = sorted({s for s, _, _ in ends}, key=lambda s: -g["lengths"][s])
-        own = [s for s in cands if s not in pairs] or cands
-        if own:
-            start[h] = own[0]
-            if own[0] in pairs:  # every end is paired: the longest is the head's tail, its partner stays free
-                pairs.pop(pairs.pop(own[0]), None)
+        cands = [e for e in ends if e[0] not in pairs] or ends
+        axis = g["head_axes"][h]
+        necks = [e for e in cands if _neck_score(e[1], e[2], axis) >= opt.neck_min] or cands
+        own = max(necks, key=lambda e: lengths[e[0]])[0]
+        start[h] = own
+        if own in pairs:  # every end is paired: the chosen one is the head's tail, its partner stays free
+            pairs.pop(pairs.pop(own), None)
         if pairs:
             partners[("head", h)] = pairs
             for s in pairs:
