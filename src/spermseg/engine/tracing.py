@@ -136,6 +136,7 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     seg_nb = ndi.convolve(seg_mask.astype(np.uint8), _EIGHT.astype(np.uint8), mode="constant") - 1
     ends = seg_mask & (seg_nb <= 1)
     near_crossing = ndi.grey_dilation(crossings, footprint=_EIGHT)
+    reach_head = ndi.grey_dilation(seeds, size=(7, 7))
     attach: dict[int, list[tuple[int, np.ndarray]]] = {}  # crossing -> [(segment, direction into it)]
     seg_nodes: dict[int, list[Any]] = {}  # segment -> nodes it touches (crossings, ("head", h), ("gap", k))
     seg_heads: dict[int, set[int]] = {}
@@ -163,8 +164,8 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         for y, x in zip(ey + sl[0].start, ex + sl[1].start):
             end = np.array([y, x], np.float64)
             item = (s, end, _end_direction(pix, end, opt.direction_px))
-            if near_head[y, x] > 0:
-                head_ends.setdefault(int(near_head[y, x]), []).append(item)
+            if reach_head[y, x] > 0:  # skeleton ends stop ~half a tail width short of the head
+                head_ends.setdefault(int(reach_head[y, x]), []).append(item)
             elif near_crossing[y, x] == 0 and len(pix) >= 3:
                 free.append(item)
     return {
