@@ -5,8 +5,15 @@ closer than ``junction_merge`` px form one *crossing* node; the remaining skelet
 Each segment end that touches a crossing gets an outward direction (from the mean of the segment pixels within
 ``direction_px`` of the end to the end). At each crossing the segments are paired into straight-through pairs,
 greedily by the smallest turn (at most ``max_turn_deg``): pairing per crossing rather than per sperm makes the
-result independent of the order in which sperm are traced. A sperm starts on the longest segment touching its
-head with one of its ends and follows the pairs until a free end. Segments reached by no head (spurs, pieces
+result independent of the order in which sperm are traced.
+
+Heads are nodes as well (:func:`_head_nodes`): crossings touching a head and segment ends within 3 px of it are
+attached to the head (the skeleton forks where the tail region meets the head's outline). A sperm's own tail
+starts on the attached segment end at its neck: not part of a pass-through pair, at least ``direction_px`` long,
+with a neck score (:func:`_neck_score`) of at least ``neck_min`` when one has it, the longest such. The other
+ends are paired straight through the head (a tail over another sperm's head is cut by it). Free segment ends that
+continue each other across at most ``gap_px`` px are paired too (:func:`_gap_nodes`). A sperm follows the pairs
+from its start until a free end, never into another head's own tail. Segments reached by no head (spurs, pieces
 behind a failed continuation) join the geodesically nearest sperm.
 """
 
