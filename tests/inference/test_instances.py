@@ -84,3 +84,57 @@ def test_head_seeds_split_touching_heads_but_not_one_head() -> None:
     assert estimate_heads(full).sum() == pytest.approx(head.sum(), rel=0.1)
     with pytest.raises(ValueError, match="unknown instance method"):
         separate_instances(full, head, InstanceOptions(method="nope"))  # type: ignore[arg-type]
+
+
+def _labels_at(labels: np.ndarray, points: list[tuple[int, int]]) -> list[int]:
+    return [int(labels[r, c]) for r, c in points]
+
+
+def test_tail_passing_over_another_head_keeps_both_sides() -> None:
+    """A tail that runs over another sperm's head is cut by that head; the pieces are paired through it."""
+    shape = (120, 220)
+    ha, ta = _sperm(shape, (60, 20), (60, 210))  # long horizontal tail
+    hb = np.zeros(shape, np.uint8)
+    cv2.ellipse(hb, (110, 60), (8, 12), 0, 0, 360, 1, -1)  # upright head on A's tail
+    hb = hb.astype(bool)
+    tb = np.zeros(shape, np.uint8)
+    cv2.line(tb, (110, 71), (110, 118), 1, 4)  # B's own tail leaves its lower tip
+    tb = tb.astype(bool) & ~hb
+    full = ha | ta | hb | tb
+    labels = separate_instances(full, ha | hb)
+    a, b = labels[60, 20], labels[60, 110]
+    assert a != b and a > 0 and b > 0
+    assert _labels_at(labels, [(60, 80), (60, 140), (60, 200)]) == [a, a, a]  # both sides of B's head
+    assert _labels_at(labels, [(90, 110), (115, 110)]) == [b, b]
+    off = separate_instances(full, ha | hb, InstanceOptions(head_pass_px=0))
+    assert off[60, 200] != off[60, 20]  # without the pairing through heads the far side is lost
+
+
+def test_gap_in_a_tail_is_bridged() -> None:
+    """A tail broken by a 20 px gap (beyond join_distance) continues straight across it."""
+    shape = (60, 240)
+    h, t = _sperm(shape, (30, 20), (30, 230))
+    full = h | t
+    full[:, 120:140] = False  # the segmentation lost 20 px of the tail
+    labels = separate_instances(full, h)
+    assert len(np.unique(labels)) == 2 and labels[30, 200] == labels[30, 20]
+    off = separate_instances(full, h, InstanceOptions(gap_px=0))
+    assert off[30, 200] != off[30, 20]
+
+
+def test_own_tail_starts_at_the_neck() -> None:
+    """A long tail of another sperm ending at a head's flank is not taken for that head's own (shorter) tail."""
+    shape = (160, 200)
+    hb = np.zeros(shape, np.uint8)
+    cv2.ellipse(hb, (100, 40), (12, 8), 0, 0, 360, 1, -1)  # head B, major axis horizontal
+    tb = np.zeros(shape, np.uint8)
+    cv2.line(tb, (111, 40), (170, 40), 1, 4)  # B's own tail at its neck: ~60 px
+    ha, ta = _sperm(shape, (140, 20), (140, 40))
+    ta_u8 = np.zeros(shape, np.uint8)
+    cv2.line(ta_u8, (31, 140), (100, 49), 1, 4)  # A's tail ends on B's lower flank: ~115 px
+    hb_b = hb.astype(bool)
+    full = hb_b | ha | tb.astype(bool) | ta_u8.astype(bool)
+    labels = separate_instances(full, hb_b | ha)
+    a, b = labels[140, 20], labels[40, 100]
+    assert a != b and a > 0 and b > 0
+    assert labels[40, 160] == b and labels[95, 65] == a

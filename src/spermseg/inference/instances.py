@@ -10,8 +10,12 @@ network, or heads estimated from the full mask alone):
 * ``skeleton`` (default): heads are seeds; the tail region is thinned to a skeleton, cut into segments at its
   junctions (junctions closer than ``junction_merge`` px form one crossing), and each sperm follows its tail from
   the segment touching its head through each crossing along the segment that best continues its direction
-  (smallest turn, at most ``max_turn_deg``), so two crossing tails each keep their own whole tail. Tail pixels
-  then take the label of the nearest traced skeleton pixel.
+  (smallest turn, at most ``max_turn_deg``), so two crossing tails each keep their own whole tail. Heads are
+  graph nodes too: a skeleton fork touching a head belongs to the head, a sperm's own tail starts at its neck
+  (the segment end nearest a tip of the head's major axis, ``neck_min``), and the other tail ends at a head
+  are paired straight through it (a tail running over another sperm's head, chord up to ``head_pass_px``).
+  Free tail ends that continue each other straight across at most ``gap_px`` px are joined (a tail broken by
+  the segmentation). Tail pixels then take the label of the nearest traced skeleton pixel.
 
 Seeds: connected parts of the head mask of at least ``min_head_area`` px; touching heads are split at the saddle
 of their distance transform (markers: plateaus of an h-dome reconstruction, ``h = 2`` px). Without a head mask,
@@ -50,9 +54,16 @@ class InstanceOptions:
     min_tail_length: float = 40.0
     head_radius: int = 5
     junction_merge: float = 6.0
-    max_turn_deg: float = 60.0
+    max_turn_deg: float = 75.0
     direction_px: int = 10
     join_distance: float = 15.0
+    #: largest distance between two tail ends paired through a head (0: heads are not graph nodes)
+    head_pass_px: float = 45.0
+    #: largest gap between two free tail ends that continue each other (0: no bridging)
+    gap_px: float = 25.0
+    #: a head's own tail starts on a segment end with at least this neck score (tip of the major axis x
+    #: alignment with it, 0..1) when there is one
+    neck_min: float = 0.6
 
 
 def estimate_heads(full: np.ndarray, radius: int = 5) -> np.ndarray:

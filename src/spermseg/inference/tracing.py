@@ -5,8 +5,15 @@ closer than ``junction_merge`` px form one *crossing* node; the remaining skelet
 Each segment end that touches a crossing gets an outward direction (from the mean of the segment pixels within
 ``direction_px`` of the end to the end). At each crossing the segments are paired into straight-through pairs,
 greedily by the smallest turn (at most ``max_turn_deg``): pairing per crossing rather than per sperm makes the
-result independent of the order in which sperm are traced. A sperm starts on the longest segment touching its
-head with one of its ends and follows the pairs until a free end. Segments reached by no head (spurs, pieces
+result independent of the order in which sperm are traced.
+
+Heads are nodes as well (:func:`_head_nodes`): crossings touching a head and segment ends within 3 px of it are
+attached to the head (the skeleton forks where the tail region meets the head's outline). A sperm's own tail
+starts on the attached segment end at its neck: not part of a pass-through pair, at least ``direction_px`` long,
+with a neck score (:func:`_neck_score`) of at least ``neck_min`` when one has it, the longest such. The other
+ends are paired straight through the head (a tail over another sperm's head is cut by it). Free segment ends that
+continue each other across at most ``gap_px`` px are paired too (:func:`_gap_nodes`). A sperm follows the pairs
+from its start until a free end, never into another head's own tail. Segments reached by no head (spurs, pieces
 behind a failed continuation) join the geodesically nearest sperm.
 """
 
@@ -66,8 +73,53 @@ def _pair_crossing(ends: list[tuple[int, np.ndarray]], min_cos: float) -> dict[i
     return partner
 
 
+def _end_direction(pix: np.ndarray, end: np.ndarray, radius: float) -> np.ndarray:
+    """Unit outward direction at ``end`` of a segment with pixels ``pix`` (n, 2): from the mean of the pixels
+    within ``radius`` of the end to the end."""
+    near = pix[np.hypot(*(pix - end).T) <= radius]
+    d = end - near.mean(axis=0)
+    norm = float(np.hypot(*d))
+    return d / norm if norm > 0 else np.zeros(2)
+
+
+def _pair_across(ends: list[tuple[int, np.ndarray, np.ndarray]], min_cos: float, max_gap: float) -> dict[int, int]:
+    """Pair segment ends across a head or a gap: straight-through pairs whose chord continues both directions.
+
+    Args:
+        ends: (segment id, end point (2,), outward direction (2,)) per end.
+        min_cos: cosine of the largest accepted turn (between the two directions, and of each against the chord).
+        max_gap: largest accepted distance between the two end points.
+
+    Returns:
+        {segment: partner segment}, greedy by the smallest turn.
+    """
+    cands = []
+    for a in range(len(ends)):
+        for b in range(a + 1, len(ends)):
+            sa, pa, da = ends[a]
+            sb, pb, db = ends[b]
+            chord = pb - pa
+            length = float(np.hypot(*chord))
+            if sa == sb or length > max_gap:
+                continue
+            turn = float(np.dot(da, -db))
+            if length > 3:  # the chord must continue both ends (a parallel neighbour is not a continuation)
+                u = chord / length
+                turn = min(turn, float(np.dot(da, u)), float(np.dot(-db, u)))
+            cands.append((turn, sa, sb))
+    cands.sort(reverse=True)
+    partner: dict[int, int] = {}
+    for cos, sa, sb in cands:
+        if cos < min_cos:
+            break
+        if sa not in partner and sb not in partner:
+            partner[sa] = sb
+            partner[sb] = sa
+    return partner
+
+
 def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
-    """Skeleton segments, crossings, their attachments and the segments touching each head."""
+    """Skeleton segments, crossings, their attachments, free segment ends and the segment ends at each head."""
     from scipy import ndimage as ndi
     from skimage.morphology import disk, skeletonize
 
@@ -77,7 +129,13 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     junction = skel & (nb >= 3)
     r = max(1, round(opt.junction_merge / 2))
     crossing_region = ndi.binary_dilation(junction, structure=disk(r)) & skel if junction.any() else junction
-    crossings, _ = ndi.label(crossing_region, structure=_EIGHT)
+    crossings, n_cross = ndi.label(crossing_region, structure=_EIGHT)
+    near_head = ndi.grey_dilation(seeds, size=(5, 5))
+    # a crossing touching a head (the skeleton forks where the tail region meets the head) belongs to the head:
+    # its segments end at the head
+    at_head = np.zeros(n_cross + 1, np.int64)
+    if n_cross and opt.head_pass_px > 0:
+        at_head[1:] = ndi.maximum(near_head, crossings, index=np.arange(1, n_cross + 1))
     seg_mask = skel & ~crossing_region
     segments, n_seg = ndi.label(seg_mask, structure=_EIGHT)
     # segment end pixels: a tail *starts* at a head only with an end there; a tail passing by a head touches it
@@ -85,10 +143,12 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     seg_nb = ndi.convolve(seg_mask.astype(np.uint8), _EIGHT.astype(np.uint8), mode="constant") - 1
     ends = seg_mask & (seg_nb <= 1)
     near_crossing = ndi.grey_dilation(crossings, footprint=_EIGHT)
-    near_head = ndi.grey_dilation(seeds, size=(5, 5))
+    reach_head = ndi.grey_dilation(seeds, size=(7, 7))
     attach: dict[int, list[tuple[int, np.ndarray]]] = {}  # crossing -> [(segment, direction into it)]
-    seg_nodes: dict[int, list[int]] = {}  # segment -> crossings it touches
+    seg_nodes: dict[int, list[Any]] = {}  # segment -> nodes it touches (crossings, ("head", h), ("gap", k))
     seg_heads: dict[int, set[int]] = {}
+    head_ends: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}  # head -> [(segment, end, direction)]
+    free: list[tuple[int, np.ndarray, np.ndarray]] = []  # segment ends touching nothing
     lengths = np.zeros(n_seg + 1)
     for s, sl in enumerate(ndi.find_objects(segments), start=1):
         if sl is None:
@@ -98,11 +158,23 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         pix = np.stack([ys + sl[0].start, xs + sl[1].start], axis=1).astype(np.float64)
         lengths[s] = len(pix)
         touching = near_crossing[sl][local]
-        for node, (_, d) in _segment_ends(pix, touching, opt.direction_px).items():
-            attach.setdefault(node, []).append((s, d))
-            seg_nodes.setdefault(s, []).append(node)
         heads = near_head[sl][local & ends[sl]]
         seg_heads[s] = {int(h) for h in np.unique(heads[heads > 0])}
+        for node, (end, d) in _segment_ends(pix, touching, opt.direction_px).items():
+            if at_head[node]:
+                head_ends.setdefault(int(at_head[node]), []).append((s, end, d))
+                seg_heads[s].add(int(at_head[node]))
+                continue
+            attach.setdefault(node, []).append((s, d))
+            seg_nodes.setdefault(s, []).append(node)
+        ey, ex = np.nonzero(local & ends[sl])
+        for y, x in zip(ey + sl[0].start, ex + sl[1].start):
+            end = np.array([y, x], np.float64)
+            item = (s, end, _end_direction(pix, end, opt.direction_px))
+            if reach_head[y, x] > 0:  # skeleton ends stop ~half a tail width short of the head
+                head_ends.setdefault(int(reach_head[y, x]), []).append(item)
+            elif near_crossing[y, x] == 0 and len(pix) >= 3:
+                free.append(item)
     return {
         "segments": segments,
         "crossings": crossings,
@@ -110,26 +182,105 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         "attach": attach,
         "seg_nodes": seg_nodes,
         "seg_heads": seg_heads,
+        "head_ends": head_ends,
+        "free": free,
+        "head_axes": _head_axes(seeds),
         "lengths": lengths,
     }
 
 
-def _follow(start: int, partners: dict[int, dict[int, int]], seg_nodes: dict[int, list[int]], avoid: int) -> list[int]:
-    """Segments visited from ``start`` (leaving through every crossing other than ``avoid``), following pairs."""
+def _follow(
+    start: int, partners: dict[Any, dict[int, int]], seg_nodes: dict[int, list[Any]], blocked: set[int]
+) -> list[int]:
+    """Segments visited from ``start`` following the straight-through pairs of every node (never into
+    ``blocked`` segments: other heads' own tails)."""
     path = [start]
     seen = {start}
-    todo = [(start, avoid)]
+    todo: list[tuple[int, Any]] = [(start, None)]
     while todo:
         seg, came_from = todo.pop()
         for node in seg_nodes.get(seg, []):
             if node == came_from:
                 continue
             nxt = partners.get(node, {}).get(seg)
-            if nxt is not None and nxt not in seen:
+            if nxt is not None and nxt not in seen and nxt not in blocked:
                 seen.add(nxt)
                 path.append(nxt)
                 todo.append((nxt, node))
     return path
+
+
+def _head_axes(seeds: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """{head: (centroid (2,), unit major axis (2,), half length)} from the second moments of each seed."""
+    from scipy import ndimage as ndi
+
+    out: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+    for h, sl in enumerate(ndi.find_objects(seeds), start=1):
+        if sl is None:
+            continue
+        ys, xs = np.nonzero(seeds[sl] == h)
+        pts = np.stack([ys + sl[0].start, xs + sl[1].start], axis=1).astype(np.float64)
+        c = pts.mean(axis=0)
+        w, v = np.linalg.eigh(np.cov((pts - c).T) if len(pts) > 2 else np.eye(2))
+        out[h] = (c, v[:, 1], 2.0 * float(np.sqrt(max(w[1], 1e-6))))
+    return out
+
+
+def _neck_score(end: np.ndarray, direction: np.ndarray, axis: tuple[np.ndarray, np.ndarray, float]) -> float:
+    """How much a segment end looks like the head's own tail: at a tip of the head's major axis (the neck) and
+    leaving along that axis (1: exactly; a tail passing by the head's side scores ~0)."""
+    c, u, half = axis
+    tip = min(abs(float(np.dot(end - c, u))) / half, 1.0)
+    return tip * abs(float(np.dot(direction, u)))
+
+
+def _head_nodes(g: dict[str, Any], n_heads: int, opt: Any, partners: dict[Any, dict[int, int]]) -> dict[int, int]:
+    """Each head's own tail start and the pass-through pairs at every head (a tail crossing over another
+    sperm's head is cut by it).
+
+    The own tail starts on the segment end at the head's neck (:func:`_neck_score`, among segments of at least
+    ``direction_px`` px: spurs of the outline are shorter); the other ends are paired straight through the head.
+    Fills ``partners`` and ``g["seg_nodes"]`` with the ("head", h) nodes; returns {head: start segment}.
+    """
+    min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
+    start: dict[int, int] = {}
+    lengths = g["lengths"]
+    for h in range(1, n_heads + 1):
+        ends = g["head_ends"].get(h, [])
+        if not ends:
+            continue
+        # spurs of the outline (shorter than direction_px) neither pass through nor start a tail
+        ends = [e for e in ends if lengths[e[0]] >= opt.direction_px] or ends
+        pairs = _pair_across(ends, min_cos, opt.head_pass_px) if opt.head_pass_px > 0 else {}
+        cands = [e for e in ends if e[0] not in pairs] or ends
+        axis = g["head_axes"][h]
+        necks = [e for e in cands if _neck_score(e[1], e[2], axis) >= opt.neck_min] or cands
+        own = max(necks, key=lambda e: lengths[e[0]])[0]
+        start[h] = own
+        if own in pairs:  # every end is paired: the chosen one is the head's tail, its partner stays free
+            pairs.pop(pairs.pop(own), None)
+        if pairs:
+            partners[("head", h)] = pairs
+            for s in pairs:
+                g["seg_nodes"].setdefault(s, []).append(("head", h))
+    return start
+
+
+def _gap_nodes(g: dict[str, Any], opt: Any, partners: dict[Any, dict[int, int]]) -> None:
+    """Bridge gaps of the segmentation: free segment ends within ``gap_px`` of another that they continue
+    straight become a pair of one ("gap", k) node each."""
+    if opt.gap_px <= 0:
+        return
+    min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
+    pairs = _pair_across(g["free"], min_cos, opt.gap_px)
+    done: set[int] = set()
+    for k, (a, b) in enumerate(sorted(pairs.items())):
+        if a in done:
+            continue
+        done.update((a, b))
+        partners[("gap", k)] = {a: b, b: a}
+        g["seg_nodes"].setdefault(a, []).append(("gap", k))
+        g["seg_nodes"].setdefault(b, []).append(("gap", k))
 
 
 def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any) -> np.ndarray:
@@ -141,28 +292,29 @@ def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any) -> np.ndarray:
         opt: :class:`spermseg.inference.instances.InstanceOptions`.
 
     Returns:
-        int32 (H, W) labels 1..K of the heads' sperm; foreground of components without a head stays 0.
+        int32 (H, W) labels 1..K of the heads' sperm; foreground of components that no traced tail reached
+        stays 0.
     """
     from skimage.segmentation import watershed
 
     g = _graph(full, seeds, opt)
     min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
-    partners = {node: _pair_crossing(ends, min_cos) for node, ends in g["attach"].items()}
-    owner = np.zeros(g["n_seg"] + 1, np.int32)
+    partners: dict[Any, dict[int, int]] = {node: _pair_crossing(ends, min_cos) for node, ends in g["attach"].items()}
     n_heads = int(seeds.max())
-    by_head: dict[int, list[int]] = {}
-    for s, heads in g["seg_heads"].items():
-        for h in heads:
-            by_head.setdefault(h, []).append(s)
-    for h in range(1, n_heads + 1):
-        starts = sorted(by_head.get(h, []), key=lambda s: -g["lengths"][s])
-        starts = [s for s in starts if owner[s] == 0]
-        if not starts:
+    start = _head_nodes(g, n_heads, opt, partners)
+    _gap_nodes(g, opt, partners)
+    owner = np.zeros(g["n_seg"] + 1, np.int32)
+    blocked = set(start.values())
+    for h, s0 in start.items():
+        if owner[s0]:
             continue
-        for s in _follow(starts[0], partners, g["seg_nodes"], avoid=-1):
-            if owner[s] == 0 and (s == starts[0] or not (g["seg_heads"][s] - {h})):
+        for s in _follow(s0, partners, g["seg_nodes"], blocked - {s0}):
+            # a segment ending at another head (not passing over it) is that head's business
+            passed = {n[1] for n in g["seg_nodes"].get(s, []) if isinstance(n, tuple) and n[0] == "head"}
+            if owner[s] == 0 and (s == s0 or not (g["seg_heads"][s] - {h} - passed)):
                 owner[s] = h
     # segments that no head reached (spurs, pieces behind a failed continuation) join the geodesically nearest
-    # sperm; components without any head are left to the caller (spermseg.inference.instances)
+    # sperm of their component; components that no sperm reached are left to the caller (inference.instances)
     markers = np.where(seeds > 0, seeds, owner[g["segments"]]).astype(np.int32)
-    return watershed(np.zeros(full.shape, np.uint8), markers, mask=full, connectivity=2).astype(np.int32)
+    labels = watershed(np.zeros(full.shape, np.uint8), markers, mask=full, connectivity=2).astype(np.int32)
+    return labels
