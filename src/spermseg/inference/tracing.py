@@ -62,9 +62,21 @@ def _pair_crossing(ends: list[tuple[int, np.ndarray]], min_cos: float) -> dict[i
             if sa != sb:
                 # travelling in along a (direction da) and out along b (direction -db): cos of the turn
                 cands.append((float(np.dot(da, -db)), sa, sb))
-    cands.sort(reverse=True)
+    return _greedy_pairs(cands, min_cos)
+
+
+def _greedy_pairs(cands: list[tuple[float, int, int]], min_cos: float) -> dict[int, int]:
+    """Pair segments greedily by the largest cosine (smallest turn) first, each at most once, down to ``min_cos``.
+
+    Args:
+        cands: (cosine of the turn, segment a, segment b) candidates.
+        min_cos: candidates below it are never paired.
+
+    Returns:
+        {segment: partner segment}, symmetric.
+    """
     partner: dict[int, int] = {}
-    for cos, sa, sb in cands:
+    for cos, sa, sb in sorted(cands, reverse=True):
         if cos < min_cos:
             break
         if sa not in partner and sb not in partner:
@@ -107,15 +119,7 @@ def _pair_across(ends: list[tuple[int, np.ndarray, np.ndarray]], min_cos: float,
                 u = chord / length
                 turn = min(turn, float(np.dot(da, u)), float(np.dot(-db, u)))
             cands.append((turn, sa, sb))
-    cands.sort(reverse=True)
-    partner: dict[int, int] = {}
-    for cos, sa, sb in cands:
-        if cos < min_cos:
-            break
-        if sa not in partner and sb not in partner:
-            partner[sa] = sb
-            partner[sb] = sa
-    return partner
+    return _greedy_pairs(cands, min_cos)
 
 
 def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
