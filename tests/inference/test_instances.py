@@ -59,8 +59,8 @@ def test_watershed_and_components_on_the_crossing_scene() -> None:
 
 
 def test_fragments_never_become_sperm() -> None:
-    """A speck and a short headless piece far from any sperm are dropped; a long headless tail is kept; a small
-    piece near a sperm joins it."""
+    """A speck and a short headless piece far from any sperm are dropped; a long headless tail is kept unless
+    keep_headless is off (heads known, e.g. from a part network); a small piece near a sperm joins it."""
     shape = (100, 160)
     h, t = _sperm(shape, (20, 20), (20, 120))
     full = h | t
@@ -72,6 +72,8 @@ def test_fragments_never_become_sperm() -> None:
     labels = separate_instances(full, h)
     assert len(np.unique(labels)) == 3  # the sperm and the long free tail
     assert labels[80, 10] == 0 and labels[70, 40] == 0 and labels[95, 100] > 0 and labels[20, 126] == labels[20, 20]
+    whole = separate_instances(full, h, InstanceOptions(keep_headless=False))  # heads known: a sperm has one
+    assert len(np.unique(whole)) == 2 and whole[95, 100] == 0 and whole[20, 126] == whole[20, 20] > 0
     assert separate_instances(np.zeros((8, 8), bool)).max() == 0
 
 

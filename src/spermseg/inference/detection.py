@@ -85,7 +85,11 @@ def frame_instances(mask_or_labels: np.ndarray, opt: DetectOptions) -> np.ndarra
         full,
         heads_of(full, opt),
         InstanceOptions(
-            min_area=area, min_head_area=area, head_radius=opt.head_radius, min_tail_length=opt.min_tail_px
+            min_area=area,
+            min_head_area=area,
+            head_radius=opt.head_radius,
+            min_tail_length=opt.min_tail_px,
+            keep_headless=True,  # tracking keeps them in the label stack (only headed ones become detections)
         ),
     ).astype(np.int32)
 

@@ -83,6 +83,25 @@ def write_rois(path: Path, labels: np.ndarray) -> Path:
     return path
 
 
+def separate_frame(mask: np.ndarray, parts: np.ndarray | None, method: str = "skeleton") -> np.ndarray:
+    """One label per sperm of a frame, as ``predict --instances`` writes them (also the napari plugin's labels).
+
+    Args:
+        mask: (H, W) bool whole-sperm mask.
+        parts: (H, W) uint8 part codes of a part network (heads = codes 1-3), or None (heads estimated).
+        method: instance method (:data:`spermseg.inference.instances.METHODS`).
+
+    Returns:
+        (H, W) integer labels, 0 background.
+    """
+    from spermseg.inference.instances import InstanceOptions, separate_instances
+
+    head = None if parts is None else np.isin(parts, (1, 2, 3)) & mask
+    # with a part network's heads, a piece without head pixels is known to be headless: not a whole sperm
+    opt = InstanceOptions(method=method, keep_headless=parts is None)  # type: ignore[arg-type]
+    return separate_instances(mask, head, opt)
+
+
 def write_label_outputs(
     stem: Path,
     mask: np.ndarray,
@@ -108,7 +127,6 @@ def write_label_outputs(
         :class:`LabelOutputs` (``labels`` None when no instances were requested).
     """
     from spermseg.data.labels import label_suffix, write_labels
-    from spermseg.inference.instances import InstanceOptions, separate_instances
 
     suffix = label_suffix(label_format)
     out = LabelOutputs()
@@ -116,8 +134,7 @@ def write_label_outputs(
         out.parts_path = write_labels(stem.with_name(stem.name + "_parts" + suffix), parts, "parts")
     if not (instances or roi):
         return out
-    head = None if parts is None else np.isin(parts, (1, 2, 3)) & mask
-    out.labels = separate_instances(mask, head, InstanceOptions(method=method))  # type: ignore[arg-type]
+    out.labels = separate_frame(mask, parts, method)
     out.instances_path = write_labels(stem.with_name(stem.name + "_instances" + suffix), out.labels)
     if roi:
         out.roi_path = write_rois(stem.with_name(stem.name + "_rois.zip"), out.labels)

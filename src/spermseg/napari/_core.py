@@ -112,12 +112,12 @@ def separate(mask: np.ndarray, parts: np.ndarray | None, method: str = "skeleton
     Returns:
         (H, W) uint16 labels, 0 background, 1..N.
     """
-    from spermseg.inference.instances import METHODS, InstanceOptions, separate_instances
+    from spermseg.inference.instances import METHODS
+    from spermseg.inference.label_outputs import separate_frame
 
     if method not in METHODS:
         raise SpermsegError(f"unknown instance method '{method}'; choose one of {', '.join(METHODS)}")
-    head = None if parts is None else np.isin(parts, (1, 2, 3)) & mask
-    return separate_instances(mask, head, InstanceOptions(method=method))  # type: ignore[arg-type]
+    return separate_frame(mask, parts, method)
 
 
 def sperm_columns() -> list[str]:
