@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed, 0)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     parser.add_argument(
+        "--init",
+        default=None,
+        metavar="RUN_DIR|BUNDLE",
+        help="start from these weights (same architecture) instead of a random initialisation (fine-tuning)",
+    )
+    parser.add_argument(
         "--kind",
         dest="ensemble",
         default=None,
@@ -98,6 +104,8 @@ def build_config(
         flags["runtime"] = {"device": args.device}
     if getattr(args, "target", None):
         flags["data"]["target"] = args.target
+    if getattr(args, "init", None):
+        flags.setdefault("model", {})["init"] = str(args.init)
     if ensemble:
         flags.setdefault("model", {}).update({"ensemble": ensemble, "masks": str(getattr(args, "masks", "") or "")})
         mask_models = getattr(args, "mask_models", None)

@@ -78,6 +78,8 @@ class ModelConfig:
         mask_test_split: cache split holding the test-time soft masks for ``data.test_split`` ("" = same name).
         bias_prior: start the logit layers' bias at the training set's foreground prior, ``log(p / (1 - p))``,
             instead of 0 (p = 0.5); see :func:`spermseg.models.blocks.set_output_bias`.
+        init: start from these weights (a run directory, a checkpoint or a single-model bundle of the same
+            architecture) instead of a random initialisation (fine-tuning); set by ``--init``. "" = random.
     """
 
     name: str = "unet"
@@ -88,6 +90,7 @@ class ModelConfig:
     mask_models: list[str] = field(default_factory=list)
     mask_test_split: str = ""
     bias_prior: bool = False
+    init: str = ""
 
 
 @dataclass

@@ -310,7 +310,11 @@ def _setup(
     parts = cfg.data.target == "parts"
     # A mask-skip ensemble starts as 'avg' (zero last layer): a prior bias would move it off that start.
     skip = getattr(model, "mask_skip", False)
-    if cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0 and not parts and not skip:
+    if cfg.model.init:  # fine-tuning: trained weights (biases included) replace the random start
+        from spermseg.training.init import init_weights
+
+        log(f"spermseg train: initial weights from {init_weights(model, cfg.model.init)}")
+    elif cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0 and not parts and not skip:
         from spermseg.models.blocks import set_output_bias
 
         set_output_bias(model, dev_data.prior)
