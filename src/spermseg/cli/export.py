@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from spermseg.cli._common import positive_int
+from spermseg.errors import SpermsegError
 
 HELP = "export a model bundle to ONNX (dynamic batch and spatial size) and check parity with PyTorch"
 OUT_KIND = "file"
@@ -22,13 +23,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--opset", type=positive_int, default=18, help="ONNX opset version, 18 or newer (the exporter's minimum)"
     )
     parser.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch on random images")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write OUT with .int8.onnx: static int8 quantization calibrated on --calibration frames",
+    )
+    parser.add_argument(
+        "--calibration", default=None, metavar="DIR", help="folder of calibration images for --int8 (a few dozen)"
+    )
+    parser.add_argument(
+        "--calibration-count", type=positive_int, default=32, help="at most this many calibration images (sorted)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from spermseg.inference.onnx import export_onnx, parity_check
 
+    if args.int8 and not args.calibration:
+        raise SpermsegError("--int8 needs --calibration DIR (a folder of images like the ones to segment)")
     out = export_onnx(args.model, args.out, opset=args.opset)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.int8:
+        from spermseg.data.io import read_image
+        from spermseg.inference.predict import collect_inputs
+        from spermseg.inference.quantize import quantize_onnx
+
+        files = [f for f in collect_inputs([args.calibration]) if f.suffix.lower() not in (".mp4", ".avi")]
+        images = [read_image(f) for f in files[: args.calibration_count]]
+        q = quantize_onnx(out, out.with_suffix(".int8.onnx"), images)
+        print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB, int8, calibrated on {len(images)} images)")
     if args.check:
         diff = parity_check(args.model, out)
         print(f"parity: max |onnx - torch| = {diff:.2e} over sizes 64x64, 70x90, 2x96x128")
