@@ -41,7 +41,8 @@ def test_radius_zero_an_empty_map_and_part_outputs_pass_unchanged() -> None:
     assert np.array_equal(suppress_headless(empty, 0.5, 3.0), empty)
     parts = np.random.default_rng(0).random((2, 6, 8, 8)).astype(np.float32)
     assert with_whole_sperm(lambda b: b, 0.5, 3.0)(parts) is parts
-    assert with_whole_sperm(lambda b: b, 0.5, None)(prob[None]) is not None
+    identity = lambda b: b  # noqa: E731
+    assert with_whole_sperm(identity, 0.5, None) is identity and with_whole_sperm(identity, 0.5, 0.0) is identity
 
 
 def test_a_radius_above_every_piece_demotes_the_whole_sperm_too() -> None:

@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
         from spermseg.data.io import read_image
         from spermseg.inference.predict import collect_inputs
         from spermseg.inference.quantize import quantize_onnx
+        from spermseg.inference.video import is_video
 
-        files = [f for f in collect_inputs([args.calibration]) if f.suffix.lower() not in (".mp4", ".avi")]
+        files = [f for f in collect_inputs([args.calibration]) if not is_video(f)]
         images = [read_image(f) for f in files[: args.calibration_count]]
         q = quantize_onnx(out, out.with_suffix(".int8.onnx"), images)
         print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB, int8, calibrated on {len(images)} images)")

@@ -225,14 +225,18 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     return lut[labels].astype(np.uint16)
 
 
-def inscribed_radii(mask: np.ndarray) -> np.ndarray:
-    """Radius (px) of the largest disk inside each 8-connected component of a mask: its distance-transform maximum.
+def component_radii(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of a mask and the radius (px) of the largest disk inside each.
+
+    The radius is the component's distance-transform maximum (exact Euclidean distance to the nearest
+    background pixel).
 
     Args:
         mask: bool (H, W).
 
     Returns:
-        float32 (N,), one value per component (empty when the mask is empty).
+        ``(labels, radii)``: int32 (H, W) component labels (0 = background) and float32 (N + 1,) radii indexed by
+        label (``radii[0]`` = 0).
     """
     import cv2
     from scipy import ndimage as ndi
@@ -240,9 +244,23 @@ def inscribed_radii(mask: np.ndarray) -> np.ndarray:
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     n, lab = cv2.connectedComponents(m, connectivity=8)
     if n <= 1:
-        return np.zeros(0, np.float32)
+        return lab, np.zeros(max(n, 1), np.float32)
     dist = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return np.asarray(ndi.maximum(dist, lab, index=np.arange(1, n)), dtype=np.float32)
+    radii = np.asarray(ndi.maximum(dist, lab, index=np.arange(n)), dtype=np.float32)
+    radii[0] = 0.0
+    return lab, radii
+
+
+def inscribed_radii(mask: np.ndarray) -> np.ndarray:
+    """Radius (px) of the largest disk inside each 8-connected component of a mask (:func:`component_radii`).
+
+    Args:
+        mask: bool (H, W).
+
+    Returns:
+        float32 (N,), one value per component (empty when the mask is empty).
+    """
+    return component_radii(mask)[1][1:]
 
 
 #: A head must be this many times thicker than a tail (5th percentile of heads vs 95th of tails) for the scale

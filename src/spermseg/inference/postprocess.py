@@ -38,18 +38,12 @@ def suppress_headless(prob: np.ndarray, threshold: float, min_head_radius: float
     Returns:
         float32 (H, W): a copy of ``prob`` with the headless pieces multiplied by ``DEMOTE * threshold``.
     """
-    import cv2
-    from scipy import ndimage as ndi
+    from spermseg.data.labels import component_radii
 
     out = np.array(prob, dtype=np.float32, copy=True)
     if min_head_radius <= 0:
         return out
-    binary = (out >= threshold).astype(np.uint8)
-    n, lab = cv2.connectedComponents(binary, connectivity=8)
-    if n <= 1:
-        return out
-    dist = cv2.distanceTransform(binary, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    thickness = np.asarray(ndi.maximum(dist, lab, index=np.arange(n)))
+    lab, thickness = component_radii(out >= threshold)
     drop = thickness < min_head_radius
     drop[0] = False  # background
     headless = drop[lab]
