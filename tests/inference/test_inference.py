@@ -37,6 +37,17 @@ def test_mixed_sizes_tta_and_mode_restored() -> None:
     assert model.training
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous_format"])
+def test_predict_probs_gives_the_model_back_in_its_memory_format(layout: str) -> None:
+    # A trainer validates mid-run: leaving its channels_last weights NCHW slowed the rest of the run and made a run
+    # resumed from a checkpoint (which restores channels_last) differ from the uninterrupted one.
+    fmt = getattr(torch, layout)
+    model = create_model("unet", width=4).to(memory_format=fmt)
+    before = [p.stride() for p in model.parameters()]
+    predict_probs(model, np.zeros((1, 16, 16), np.float32), "none", channels_last=layout != "channels_last")
+    assert [p.stride() for p in model.parameters()] == before
+
+
 class _FlipSensitive(nn.Module):
     """Logit = the image's column index (not flip invariant) + sum of masks: checks TTA un-flipping and masks."""
 

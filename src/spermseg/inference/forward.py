@@ -152,6 +152,9 @@ def predict_probs(
         channels_last = dev.type == "cuda"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     was_training = model.training
+    # The caller's layout comes back afterwards: a trainer validating a channels_last model would otherwise go on
+    # training NCHW weights (slower) and a run resumed from a checkpoint would not repeat the uninterrupted one.
+    previous_fmt = _memory_format_of(model)
     model.to(dev, memory_format=fmt)
     model.eval()
 
@@ -178,6 +181,8 @@ def predict_probs(
                         out[i] = prob[j]
     finally:
         model.train(was_training)
+        if previous_fmt is not fmt:
+            model.to(memory_format=previous_fmt)
     shapes = {o.shape for o in out if o is not None}
     if len(shapes) <= 1:
         return np.stack(out) if out else np.zeros((0, 0, 0), dtype=np.float32)  # type: ignore[arg-type]
@@ -185,6 +190,20 @@ def predict_probs(
     for i, o in enumerate(out):
         arr[i] = o
     return arr
+
+
+def _memory_format_of(model: nn.Module) -> Any:
+    """``torch.channels_last`` when the model's 4-D weights are stored NHWC, else ``torch.contiguous_format``.
+
+    The first 4-D weight whose two layouts differ decides (a 1x1 kernel with one input channel is both).
+    """
+    import torch
+
+    for p in model.parameters():
+        nchw, nhwc = p.is_contiguous(), p.is_contiguous(memory_format=torch.channels_last)
+        if p.ndim == 4 and nchw != nhwc:
+            return torch.channels_last if nhwc else torch.contiguous_format
+    return torch.contiguous_format
 
 
 def _predict_batch(
