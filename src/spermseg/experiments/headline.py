@@ -9,11 +9,14 @@ shown at the top of the report::
        "full": {"ap": ..., "iou_opt": ..., "ap_std": ..., "iou_opt_std": ...}, "head": {...}, "tail": {...}},
       {"method": "avg|E3", "role": "avg", ...},
       {"method": "ens_att_v2|E3", "role": "ensemble", ...}],
-     "ensemble_minus_best_base": {"full": {"ap": ..., "iou_opt": ...}, "head": ..., "tail": ...}}}
+     "ensemble_minus_best_base": {"full": {"ap": ..., "iou_opt": ...}, "head": ..., "tail": ...},
+     "beats_best_base_by_2std": {"full": {"ap": true|false|null, ...}, ...}}}
 
 The best base model is the architecture with the highest mean test AP over its seeds (the strongest single-model
 competitor, chosen with test labels, so the comparison favours the base models); values are means over seeds with
-the sample standard deviation (ddof 1; ``None`` for one seed).
+the sample standard deviation (ddof 1; ``None`` for one seed). ``beats_best_base_by_2std`` answers the paper's
+claim strictly: the ensemble's mean exceeds the best base model's by more than twice the larger of the two
+standard deviations (``None`` when either side has a single seed).
 """
 
 from __future__ import annotations
@@ -78,16 +81,32 @@ def headline(evaluation: Mapping[str, Any], featured: str, rater: str) -> dict[s
     if ens:
         rows.append(_row(featured, "ensemble", ens))
     diff: dict[str, Any] | None = None
+    verdict: dict[str, Any] | None = None
     if ens:
-        diff = {}
+        diff, verdict = {}, {}
         for part in PARTS:
             b, e = rows[0][part], rows[-1][part]
-            diff[part] = (
-                None
-                if b is None or e is None
-                else {m: None if b[m] is None or e[m] is None else e[m] - b[m] for m in HEADLINE_METRICS}
-            )
-    return {"split": evaluation.get("split"), "rater": rater, "rows": rows, "ensemble_minus_best_base": diff}
+            if b is None or e is None:
+                diff[part] = verdict[part] = None
+                continue
+            diff[part] = {m: None if b[m] is None or e[m] is None else e[m] - b[m] for m in HEADLINE_METRICS}
+            verdict[part] = {m: _beats_by_2std(b, e, m) for m in HEADLINE_METRICS}
+    return {
+        "split": evaluation.get("split"),
+        "rater": rater,
+        "rows": rows,
+        "ensemble_minus_best_base": diff,
+        "beats_best_base_by_2std": verdict,
+    }
+
+
+def _beats_by_2std(base: Mapping[str, Any], ens: Mapping[str, Any], metric: str) -> bool | None:
+    """Whether ``ens`` exceeds ``base`` on ``metric`` by more than 2x the larger std (None without both stds)."""
+    values = (base.get(metric), ens.get(metric), base.get(f"{metric}_std"), ens.get(f"{metric}_std"))
+    if any(v is None for v in values):
+        return None
+    b, e, sb, se = values
+    return bool(e - b > 2.0 * max(sb, se))
 
 
 def headline_rows(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -105,3 +124,24 @@ def headline_rows(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
         for r in table["rows"]
     ]
     return headers, rows
+
+
+def verdict_line(table: Mapping[str, Any]) -> str:
+    """One sentence: on which measures the featured ensemble beats the best base model by more than 2 std."""
+    verdict = table.get("beats_best_base_by_2std") or {}
+    rows = table.get("rows") or []
+    if not verdict or len(rows) < 2:
+        return "No trained ensemble in this run: nothing to compare with the best base model."
+    names = {"ap": "AP", "iou_opt": "IoU_opt"}
+    yes, no, unknown = [], [], []
+    for part, cells in verdict.items():
+        for metric, beats in (cells or {}).items():
+            label = f"{part} {names[metric]}"
+            (yes if beats else unknown if beats is None else no).append(label)
+    text = f"{rows[-1]['method']} vs the best base model {rows[0]['method']}: "
+    text += f"better by more than 2 std on {', '.join(yes)}" if yes else "better by more than 2 std on nothing"
+    if no:
+        text += f"; not on {', '.join(no)}"
+    if unknown:
+        text += f"; undecided (one seed) on {', '.join(unknown)}"
+    return text + "."

@@ -184,7 +184,7 @@ def write_report(
     header: list[Table | Figure | str] = []
     table = (results.get("ensembles") or {}).get("headline")
     if table:
-        from spermseg.experiments.headline import headline_rows
+        from spermseg.experiments.headline import headline_rows, verdict_line
 
         heads, rows = headline_rows(table)
         header.append(
@@ -194,7 +194,7 @@ def write_report(
                 heads,
                 rows,
                 note="The best base model is the one with the highest mean test AP, chosen with test labels: the "
-                "comparison favours it.",
+                "comparison favours it. " + verdict_line(table),
             )
         )
     info_rows = [[k, str(v)] for k, v in (info or {}).items()]
