@@ -93,9 +93,11 @@ def _cpu() -> ReproduceConfig:
     # Sized for one 2-core CPU in about 2 hours on spermparsing (docs/results-spermparsing.md): four U-shaped
     # families of unlike cost and design (unet3p alone would cost 4 unets; FPN's stride-4 output loses thin
     # tails), 3 seeds, the `cpu` training preset's levers at 16 epochs instead of 100 (about 4-6 min a run),
-    # both trained kinds on E1 and E3 with 3 seeds each, 12 epochs, starting as avg (mask_skip: at this budget the
-    # paper's network is still below its own inputs, docs/ensembling.md), Fig. 9 on unet only, 4 blur levels.
-    # Two runs at a time with one thread each: OpenMP threads spin-wait on shared cores.
+    # both trained kinds on E1 and E3 with 3 seeds each (width 8, 192 crops, 12 epochs: about a minute a run; at
+    # width 16 the twelve runs alone would take over an hour, as the ensembles train one after another), starting
+    # as avg (mask_skip: at this budget the paper's network is still below its own inputs, docs/ensembling.md),
+    # Fig. 9 on unet only, 4 blur levels. Two base runs at a time with one thread each: OpenMP threads spin-wait
+    # on shared cores.
     base = ["schedule.epochs=16", "validation.every=4"]
     return ReproduceConfig(
         preset="cpu",
@@ -103,7 +105,13 @@ def _cpu() -> ReproduceConfig:
         seeds=[0, 1, 2],
         train_preset="cpu",
         train_overrides=base,
-        ensemble_overrides=["schedule.epochs=12", "validation.every=4", "model.kwargs={mask_skip: true}"],
+        ensemble_overrides=[
+            "model.width=8",
+            "data.crop=192",
+            "schedule.epochs=12",
+            "validation.every=4",
+            "model.kwargs={mask_skip: true}",
+        ],
         normalization_models=["unet"],
         normalization_seeds=[0],
         ensemble_kinds=["ens_s", "ens_att_v2"],
