@@ -90,9 +90,9 @@ class ReproduceConfig:
 
 
 def _cpu() -> ReproduceConfig:
-    # Sized for one 2-core CPU in about 2 hours on spermparsing (docs/results-spermparsing.md): four U-shaped
-    # families of unlike cost and design (unet3p alone would cost 4 unets; FPN's stride-4 output loses thin
-    # tails), 3 seeds, the `cpu` training preset's levers at 16 epochs instead of 100 (about 4-6 min a run),
+    # Sized for one 2-core CPU on spermparsing (docs/results-spermparsing.md): four families with full-resolution
+    # decoders (unet3p alone would cost 4 unets; FPN's stride-4 output loses thin tails; sa_unet's training step is
+    # 5x slower than unet's on this CPU though it has fewer FLOPs), 3 seeds, the `cpu` training preset's levers at 16 epochs instead of 100 (about 4-6 min a run),
     # both trained kinds on E1 and E3 with 3 seeds each (width 8, 192 crops, 12 epochs: about a minute a run; at
     # width 16 the twelve runs alone would take over an hour, as the ensembles train one after another), starting
     # as avg (mask_skip: at this budget the paper's network is still below its own inputs, docs/ensembling.md),
@@ -101,7 +101,7 @@ def _cpu() -> ReproduceConfig:
     base = ["schedule.epochs=16", "validation.every=4"]
     return ReproduceConfig(
         preset="cpu",
-        models=["unet", "att_unet", "unet_pp", "sa_unet"],
+        models=["unet", "att_unet", "unet_pp", "manet"],
         seeds=[0, 1, 2],
         train_preset="cpu",
         train_overrides=base,
