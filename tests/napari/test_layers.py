@@ -116,12 +116,15 @@ def test_part_network_adds_a_parts_layer(tmp_path: Path) -> None:
     assert parts.dtype == np.uint8 and parts.shape == image.shape and int(parts.max()) <= 5
 
 
-def test_refusals_and_cancel(dark_model: Path, frames) -> None:
+def test_refusals_and_cancel(dark_model: Path, frames, tmp_path: Path, monkeypatch) -> None:
+    from spermseg.inference import builtin
+
     stack, _ = frames
     with pytest.raises(SpermsegError, match="frame rate and the pixel size"):
         segment_layers(stack, dark_model)
+    monkeypatch.setattr(builtin, "MODEL_DIR", tmp_path / "no-weights")  # an installation without built-in weights
     with pytest.raises(SpermsegError, match="no built-in model"):
-        segment_layers(stack[0])  # model="builtin": none ships yet (issue 17)
+        segment_layers(stack[0])  # model="builtin"
     with pytest.raises(SpermsegError, match="model not found"):
         segment_layers(stack[0], "/nonexistent/bundle")
     with pytest.raises(SpermsegError, match="has shape"):

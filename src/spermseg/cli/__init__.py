@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list the registered models with parameter counts and MACs"),
     "train": ("train", "train one base model or ensembling network"),
     "train-many": ("train_many", "train a grid of models x seeds, skipping finished runs"),
+    "distill": ("distill", "train one small network on a teacher's soft masks (knowledge distillation)"),
     "summarize": ("summarize", "mean +- std per model over seeds (paper Table 3)"),
     "masks": ("masks", "cache the soft masks of trained base models"),
     "ensemble": ("ensemble", "train and evaluate ensembling networks (paper Section 4, Table 3)"),

@@ -17,7 +17,7 @@ EXAMPLE = "spermseg export --model bundles/avg --out avg.onnx --check"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="bundle directory, run directory or checkpoint")
+    parser.add_argument("--model", required=True, help="builtin, a bundle directory, run directory or checkpoint")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument(
         "--opset", type=positive_int, default=18, help="ONNX opset version, 18 or newer (the exporter's minimum)"

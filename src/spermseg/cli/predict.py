@@ -20,7 +20,11 @@ EXAMPLE = "spermseg predict frames/ --model bundles/e3_att_v2 --out preds"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or videos")
-    parser.add_argument("--model", required=True, help="bundle directory, run directory, checkpoint or .onnx file")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="builtin (the model that ships with spermseg), a bundle or run directory, a checkpoint or an .onnx file",
+    )
     parser.add_argument(
         "--out",
         required=True,

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs", nargs="*", metavar="VIDEO_OR_STACK", help="videos, TIFF/OME-TIFF stacks, frame folders"
     )
-    parser.add_argument("--model", default=None, help="bundle directory, run directory or checkpoint to segment with")
+    parser.add_argument(
+        "--model", default=None, help="builtin, a bundle directory, run directory or checkpoint to segment with"
+    )
     parser.add_argument(
         "--masks",
         type=Path,

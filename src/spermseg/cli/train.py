@@ -53,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init",
         default=None,
-        metavar="RUN_DIR|BUNDLE",
-        help="start from these weights (same architecture) instead of a random initialisation (fine-tuning)",
+        metavar="builtin|RUN_DIR|BUNDLE",
+        help="start from these weights (same architecture; builtin: the model that ships with spermseg) instead of a "
+        "random initialisation (fine-tuning)",
     )
     parser.add_argument(
         "--kind",

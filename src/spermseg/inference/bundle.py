@@ -280,15 +280,18 @@ def _copy_member(stem: Path, meta: dict[str, Any], out: Path, name: str, role: s
 
 
 def load_predictor(path: str | Path, *, threshold: float | None = None) -> Predictor:
-    """Load a bundle directory, a run directory or a checkpoint as a :class:`Predictor` (eval mode, CPU).
+    """Load a bundle directory, a run directory, a checkpoint or ``"builtin"`` as a :class:`Predictor` (eval, CPU).
 
-    A base-model run or checkpoint gives a single-model predictor; an ensembling network's run gives the full
-    ensemble when its mask cache still names its base models.
+    ``"builtin"`` (the string) is the model that ships with spermseg (:mod:`spermseg.inference.builtin`), checked
+    against its checksums first. A base-model run or checkpoint gives a single-model predictor; an ensembling
+    network's run gives the full ensemble when its mask cache still names its base models.
 
     Raises:
         CheckpointError: missing files, a checksum or format mismatch, or incompatible versions (explained).
     """
-    path = Path(path)
+    from spermseg.inference.builtin import is_builtin, verified_builtin_dir
+
+    path = verified_builtin_dir() if is_builtin(path) else Path(path)
     if (path / MANIFEST).is_file():
         predictor = _load_bundle_dir(path)
     else:
@@ -413,20 +416,20 @@ def read_bundle_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _load_bundle_dir(path: Path) -> Predictor:
-    from spermseg.models.checkpoints import load_model
+def verify_members(path: str | Path, manifest: dict[str, Any]) -> None:
+    """Check that every member's weights and sidecar exist and match the sha256 recorded in ``manifest``.
 
-    manifest = read_bundle_manifest(path)
-    bases: list[nn.Module] = []
-    norms: list[str] = []
-    ensemble: nn.Module | None = None
-    ens_norm: str | None = None
+    Args:
+        path: the bundle directory.
+        manifest: its validated manifest (:func:`read_bundle_manifest`).
+
+    Raises:
+        CheckpointError: a missing file or a checksum mismatch (naming the file).
+    """
+    path = Path(path)
     for member in manifest["members"]:
         weights = path / member["file"]
-        if not weights.is_file():
-            raise CheckpointError(f"bundle {path} lacks {member['file']}; the bundle is incomplete, recreate it")
-        sidecar = weights.with_suffix(".json")
-        for file, key in ((weights, "sha256"), (sidecar, "meta_sha256")):
+        for file, key in ((weights, "sha256"), (weights.with_suffix(".json"), "meta_sha256")):
             if key not in member:
                 continue  # format 1 bundles have no meta_sha256
             if not file.is_file():
@@ -437,7 +440,19 @@ def _load_bundle_dir(path: Path) -> Predictor:
                     f"checksum mismatch for {file} (bundle says {member[key][:12]}..., file is {digest[:12]}...): "
                     "the file was changed or corrupted; recreate the bundle"
                 )
-        model = load_model(weights)
+
+
+def _load_bundle_dir(path: Path) -> Predictor:
+    from spermseg.models.checkpoints import load_model
+
+    manifest = read_bundle_manifest(path)
+    verify_members(path, manifest)
+    bases: list[nn.Module] = []
+    norms: list[str] = []
+    ensemble: nn.Module | None = None
+    ens_norm: str | None = None
+    for member in manifest["members"]:
+        model = load_model(path / member["file"])
         if member["role"] == "ensemble":
             ensemble, ens_norm = model, member["normalization"]
         else:

@@ -106,9 +106,16 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def build_batch_fn(model: str | Path, options: PredictOptions) -> tuple[BatchFn, float]:
-    """The prediction callable for ``model`` (bundle dir, run dir, checkpoint or ``.onnx``) and its threshold."""
+    """The prediction callable for ``model`` (bundle dir, run dir, checkpoint, ``.onnx`` or ``builtin``) and its
+    threshold."""
+    from spermseg.inference.builtin import is_builtin
     from spermseg.inference.postprocess import with_whole_sperm
 
+    if is_builtin(model) and options.backend == "onnx":
+        raise SpermsegError(
+            "the built-in model is a PyTorch bundle; for ONNX Runtime export it first (spermseg export --model "
+            "builtin --out builtin.onnx) and pass --model builtin.onnx"
+        )
     if options.backend == "onnx" or str(model).endswith(".onnx"):
         from spermseg.inference.onnx import onnx_backend, onnx_min_head_radius, onnx_threshold
 
@@ -246,7 +253,7 @@ def predict_inputs(
     """Segment every input and write the outputs described in the module docstring.
 
     Args:
-        model: a bundle directory, a run directory, a checkpoint, or an exported ``.onnx`` file.
+        model: a bundle directory, a run directory, a checkpoint, an exported ``.onnx`` file, or ``"builtin"``.
         inputs: image files, folders, glob patterns or videos.
         out: output directory (created); see :func:`prepare_out` for a folder that holds results.
         options: see :class:`PredictOptions`.

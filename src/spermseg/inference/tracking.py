@@ -347,7 +347,7 @@ def track_source(
         source: the input (see :func:`spermseg.inference.stacks.open_stack`) or, with ``masks``, the mask folder.
         out: output folder; one that holds an earlier run (``track.json``) is refused unless ``force``.
         cfg: parameters.
-        model: bundle, run directory or checkpoint (not with ``masks``).
+        model: bundle, run directory, checkpoint or ``builtin`` (not with ``masks``).
         fps, pixel_size: calibration flags (they override the metadata).
         device: inference device.
         show_progress: None: a bar on a terminal, lines otherwise; False: silent.
@@ -369,6 +369,9 @@ def track_source(
     else:
         if model is None:
             raise DataError("track needs --model MODEL to segment frames, or --masks DIR of existing masks")
+        from spermseg.inference.builtin import resolve_model
+
+        model = resolve_model(model)  # 'builtin' without weights fails here, before anything is written
         stack = open_stack(source, fps=fps, pixel_size=pixel_size)
         info = stack.info
         items = model_items(stack, model, cfg, device)

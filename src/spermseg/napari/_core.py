@@ -19,22 +19,19 @@ from spermseg.errors import DataError, SpermsegError
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
 
-#: The model name that means "the model that ships with spermseg" (issue 17; refused while none ships).
+#: The model name that means "the model that ships with spermseg" (``spermseg.inference.builtin.BUILTIN``).
 BUILTIN = "builtin"
 
 
 def builtin_model_path() -> Path | None:
-    """The path of the built-in model when this spermseg ships one, else None.
+    """The built-in model's folder when this installation has its weights, else None (the widget then hides it).
 
     Returns:
-        A bundle directory (or ``.onnx`` file), or None when the installed spermseg has no built-in model.
+        A bundle directory, or None when the installed spermseg ships no built-in weights.
     """
-    try:
-        from spermseg import builtin  # type: ignore[attr-defined]  # issue 17 adds it
-    except ImportError:
-        return None
-    finder = getattr(builtin, "builtin_model_path", None) or getattr(builtin, "path", None)
-    return Path(finder()) if callable(finder) else None
+    from spermseg.inference.builtin import builtin_model_path as _path
+
+    return _path()
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -44,13 +41,9 @@ def resolve_model(model: str | Path) -> Path:
         SpermsegError: ``builtin`` without a built-in model, or a path that does not exist.
     """
     if str(model) == BUILTIN:
-        path = builtin_model_path()
-        if path is None:
-            raise SpermsegError(
-                "this spermseg has no built-in model yet; choose a bundle directory, a run directory or an .onnx "
-                "file (spermseg bundle / spermseg export make them)"
-            )
-        return path
+        from spermseg.inference.builtin import verified_builtin_dir
+
+        return verified_builtin_dir()  # one line when none ships or the files fail their checksums
     path = Path(model).expanduser()
     if not str(model).strip():
         raise SpermsegError("no model chosen: give a bundle directory, a run directory or an .onnx file")

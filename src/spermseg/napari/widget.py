@@ -80,8 +80,11 @@ class SegmentSpermWidget(QWidget):
         self.image_combo = QComboBox()
         self.image_combo.currentTextChanged.connect(self._prefill_calibration)
         form.addRow("image", self.image_combo)
-        self.model_edit = QLineEdit(_core.BUILTIN if _core.builtin_model_path() is not None else "")
-        self.model_edit.setPlaceholderText("bundle or run directory, or .onnx file")
+        # 'builtin' is offered (prefilled) only when this installation has the built-in weights
+        has_builtin = _core.builtin_model_path() is not None
+        self.model_edit = QLineEdit(_core.BUILTIN if has_builtin else "")
+        hint = "bundle or run directory, or .onnx file"
+        self.model_edit.setPlaceholderText(f"builtin, {hint}" if has_builtin else hint)
         browse_dir, browse_file = QPushButton("dir..."), QPushButton("file...")
         browse_dir.clicked.connect(lambda: self._browse(directory=True))
         browse_file.clicked.connect(lambda: self._browse(directory=False))

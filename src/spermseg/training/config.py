@@ -1,7 +1,8 @@
 """Training configuration: one dataclass tree, presets selectable by name, YAML and ``--set`` overrides.
 
 Sections: ``data``, ``model``, ``optim``, ``schedule``, ``loss``, ``augment`` (the data layer's
-:class:`~spermseg.data.transforms.AugmentConfig`), ``validation`` and ``runtime``, plus the top-level ``seed``.
+:class:`~spermseg.data.transforms.AugmentConfig`), ``validation``, ``runtime`` and ``distill`` (off unless a teacher
+is named), plus the top-level ``seed``.
 The defaults are the paper's protocol (Section 6); presets:
 
 * ``paper``: the paper exactly: Adam, lr 1e-3, MultiStepLR milestones (30, 80) gamma 0.3, batch 5, 300 epochs, BCE,
@@ -78,8 +79,8 @@ class ModelConfig:
         mask_test_split: cache split holding the test-time soft masks for ``data.test_split`` ("" = same name).
         bias_prior: start the logit layers' bias at the training set's foreground prior, ``log(p / (1 - p))``,
             instead of 0 (p = 0.5); see :func:`spermseg.models.blocks.set_output_bias`.
-        init: start from these weights (a run directory, a checkpoint or a single-model bundle of the same
-            architecture) instead of a random initialisation (fine-tuning); set by ``--init``. "" = random.
+        init: start from these weights (a run directory, a checkpoint, a single-model bundle or ``builtin``, of the
+            same architecture) instead of a random initialisation (fine-tuning); set by ``--init``. "" = random.
     """
 
     name: str = "unet"
@@ -207,6 +208,28 @@ class RuntimeConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation (``spermseg distill``, :mod:`spermseg.training.distill`): the model learns a teacher's soft masks.
+
+    Attributes:
+        teacher: the teacher (a bundle, run directory, checkpoint or ``builtin``); "" = no distillation.
+        source: ``cache``: the teacher runs once over the training images and its soft masks (a mask cache) follow
+            each crop through the geometric augmentation; ``online``: the teacher runs on every augmented batch.
+        label_weight: share of the labels in the target, in [0, 1]: ``(1 - w) teacher + w label`` (0 = the teacher
+            alone; data without labels need 0).
+        cache: the teacher's mask cache for ``source=cache`` ("" = ``RUN_DIR/teacher_cache``); reused while the
+            teacher and the data are unchanged, so several students can share one.
+        tta: flip test-time augmentation of the teacher's cached masks (``source=cache``).
+    """
+
+    teacher: str = ""
+    source: Literal["cache", "online"] = "cache"
+    label_weight: float = 0.0
+    cache: str = ""
+    tta: bool = False
+
+
+@dataclass
 class TrainConfig:
     """Everything that defines a training run (written as ``RUN_DIR/config.yaml``)."""
 
@@ -219,6 +242,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -356,7 +380,29 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("data.target=parts trains base models only; the ensembling networks take binary soft masks")
     if bool(cfg.model.ensemble) != bool(cfg.model.masks):
         raise ConfigError("model.ensemble and model.masks go together: pass both --ensemble KIND and --masks CACHE")
+    if cfg.distill.teacher:
+        _validate_distill(cfg)
+    from spermseg.inference.builtin import builtin_dir, is_builtin
+
+    if is_builtin(cfg.model.init) or is_builtin(cfg.distill.teacher):
+        builtin_dir()  # no built-in weights: one line now, not after minutes of data loading
     if not cfg.model.ensemble:
         from spermseg.models import model_kwargs
 
         model_kwargs(cfg.model.name)  # an unknown name fails here, before minutes of data loading
+
+
+def _validate_distill(cfg: TrainConfig) -> None:
+    """What distillation needs: a binary base model, a loss that takes soft targets, a weight in [0, 1]."""
+    d = cfg.distill
+    if not 0.0 <= d.label_weight <= 1.0:
+        raise ConfigError(f"bad value for 'distill.label_weight': {d.label_weight!r}; must be in [0, 1]")
+    if cfg.model.ensemble or cfg.data.target == "parts":
+        raise ConfigError("distillation trains a binary base model: leave model.ensemble empty and data.target=binary")
+    if cfg.loss.name not in ("bce", "dice_bce"):
+        raise ConfigError(
+            f"loss '{cfg.loss.name}' needs binary targets; distillation's targets are soft: set loss.name=bce or "
+            "dice_bce"
+        )
+    if d.tta and d.source != "cache":
+        raise ConfigError("distill.tta averages the teacher's cached masks over flips: it needs distill.source=cache")

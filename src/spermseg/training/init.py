@@ -1,13 +1,16 @@
 """Start a training run from trained weights (``spermseg train --init``): fine-tuning instead of random init.
 
-The source is a run directory (its ``best`` checkpoint), a checkpoint stem or file, or a bundle directory with
-exactly one member. The network built from the run's config must have the same architecture (model, width,
-keyword arguments): weights are loaded strictly, and any mismatch is one clear error naming the first tensor.
-Only the weights are taken; optimizer state, schedule and epoch count start fresh.
+The source is a run directory (its ``best`` checkpoint), a checkpoint stem or file, a bundle directory with
+exactly one member, or ``builtin`` (the model that ships with spermseg, :mod:`spermseg.inference.builtin`).
+A bundle's files are checked against its checksums first. The network built from the run's config must have
+the same architecture (model, width, keyword arguments): weights are loaded strictly, and any mismatch is one
+clear error naming the source's architecture and the first differing tensor. Only the weights are taken;
+optimizer state, schedule and epoch count start fresh.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,12 +26,15 @@ def init_checkpoint(source: str | Path) -> Path:
     Raises:
         CheckpointError: nothing loadable there, or a bundle of several members.
     """
-    from spermseg.inference.bundle import MANIFEST, read_bundle_manifest
+    from spermseg.inference.builtin import is_builtin, verified_builtin_dir
+    from spermseg.inference.bundle import MANIFEST, read_bundle_manifest, verify_members
     from spermseg.models.checkpoints import resolve_checkpoint
 
-    path = Path(source)
+    path = verified_builtin_dir() if is_builtin(source) else Path(source)
     if (path / MANIFEST).is_file():
-        members = read_bundle_manifest(path)["members"]
+        manifest = read_bundle_manifest(path)
+        verify_members(path, manifest)
+        members = manifest["members"]
         if len(members) != 1:
             raise CheckpointError(
                 f"--init {path}: the bundle holds {len(members)} models; pass one of its members' run directories"
@@ -54,8 +60,10 @@ def init_weights(model: nn.Module, source: str | Path) -> Path:
     """
     from safetensors.torch import load_file
 
-    from spermseg.models.checkpoints import load_weights
+    from spermseg.models.checkpoints import load_weights, read_meta
 
     weights = init_checkpoint(source)
-    load_weights(model, load_file(str(weights)), where=f"--init {source}")
+    meta = read_meta(weights)
+    arch = f"{meta.get('model')} {json.dumps(meta.get('model_kwargs') or {}, sort_keys=True)}"
+    load_weights(model, load_file(str(weights)), where=f"--init {source} (a {arch})")
     return weights

@@ -33,6 +33,14 @@ def augment_parts(augmenter: Any, images: Any, codes: Any, gen: Any, normalizati
     return images, out.float()
 
 
+def augment_parts_batch(
+    augmenter: Any, images: Any, codes: Any, masks: Any, gen: Any, normalization: str | None
+) -> tuple[Any, Any, None]:
+    """:func:`augment_parts` in the loop's augmentation-step form ``(images, target, masks)`` (part networks take
+    no soft masks: ``masks`` is ignored and None comes back)."""
+    return (*augment_parts(augmenter, images, codes, gen, normalization), None)
+
+
 def predict_codes(
     model: Any, images: Sequence[np.ndarray], normalization: str, device: Any, batch_size: int = 4
 ) -> list[np.ndarray]:

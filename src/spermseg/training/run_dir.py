@@ -92,9 +92,27 @@ def write_metrics_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """The part of a config that must match to resume or skip a run (runtime options may change)."""
-    out = dict(cfg_dict)
+    """The part of a config that must match to resume or skip a run (runtime options may change).
+
+    Keys the saved config lacks take the defaults of :class:`~spermseg.training.config.TrainConfig`: a run written
+    before a setting existed (``model.init``, the ``distill`` section) ran with that setting off, which is its
+    default, so it still matches the same run asked for today.
+    """
+    from spermseg.config import config_to_dict
+    from spermseg.training.config import TrainConfig
+
+    out = _with_defaults(cfg_dict, config_to_dict(TrainConfig()))
     out.pop("runtime", None)
+    return out
+
+
+def _with_defaults(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for key, default in defaults.items():
+        if key not in out:
+            out[key] = default
+        elif isinstance(default, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], default)
     return out
 
 

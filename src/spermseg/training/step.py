@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from spermseg.training.config import TrainConfig
+    from spermseg.training.distributed import DistInfo
 
 Inputs = dict[str, "torch.Tensor"]
 ModelCall = Callable[["nn.Module", Inputs], Any]
@@ -175,3 +176,18 @@ def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.runtime.channels_last != "auto":
         return cfg.runtime.channels_last == "on"
     return device.type == "cuda" or amp_enabled(cfg, device)
+
+
+def steps_per_epoch(cfg: TrainConfig, n: int, dist_info: DistInfo) -> int:
+    """Optimizer steps per epoch on each rank: its shard in batches (a last partial batch kept unless it is one
+    image, which BatchNorm cannot train on), at most ``schedule.steps_per_epoch``."""
+    from spermseg.training.distributed import shard_indices
+
+    bs = cfg.schedule.batch_size
+    per_rank = len(shard_indices(n, 0, dist_info, shuffle=False))
+    steps = max(1, per_rank // bs) if per_rank >= bs else 1
+    if per_rank > bs and per_rank % bs >= 2:  # keep a last partial batch unless it is one image (BatchNorm)
+        steps += 1
+    if cfg.schedule.steps_per_epoch:
+        steps = min(steps, cfg.schedule.steps_per_epoch)
+    return steps

@@ -47,6 +47,7 @@ from spermseg.training.step import (  # noqa: F401 - re-exported: the loop's bui
     epoch_seed,
     make_inputs,
     reseed_epoch,
+    steps_per_epoch,
     train_step,
     use_channels_last,
 )
@@ -127,12 +128,14 @@ class _Run:
     scheduler: Any
     model_call: ModelCall
     augmenter: Any
+    augment: Callable[..., Any]  # (augmenter, images, target, masks, gen, normalization) -> (images, target, masks)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     alphas: tuple[float, ...]
     fmt: Any
     channels_last: bool
     parts: bool
     train_model: nn.Module | None = None  # the model, DDP-wrapped in a multi-process run
+    distiller: Any = None  # training.distill.Distiller when the run learns a teacher's soft masks
     amp: bool = False
     steps: int = 1
     meta_base: dict[str, Any] = field(default_factory=dict)
@@ -230,7 +233,9 @@ def train(
             )
         if not run.parts and cfg.data.part == "full":  # head/tail thickness: predict's whole-sperm filter
             run.meta_base["whole_sperm"] = whole_sperm_scale_of(cfg, run.train_data.names)
-        run.steps = _steps_per_epoch(cfg, run.dev_data.n, dist_info)
+        if run.distiller is not None:  # the teacher's identity (and its radius when there are no labels)
+            run.meta_base.update(run.distiller.meta(run.meta_base.get("whole_sperm")))
+        run.steps = steps_per_epoch(cfg, run.dev_data.n, dist_info)
         run.amp = amp_enabled(cfg, device)
         tb = TensorBoard(run_dir, cfg.runtime.tensorboard and dist_info.is_main)
         bar = progress(
@@ -288,13 +293,22 @@ def _setup(
 
     # ---- data ----------------------------------------------------------------------------------------------------
     t_load = time.perf_counter()
-    full = load_config_split(cfg, cfg.data.train_split, max_images=cfg.data.max_images)
+    distiller = None
+    if cfg.distill.teacher:  # the teacher's soft masks are the targets (training.distill)
+        from spermseg.training.distill import Distiller
+
+        distiller = Distiller(cfg, run_dir, device, log)
+        full = distiller.training_split()
+    else:
+        full = load_config_split(cfg, cfg.data.train_split, max_images=cfg.data.max_images)
     inputs_ids: list[str] = []
     if cfg.model.ensemble:
         inputs_ids = attach_cached_masks(full, cfg.model.masks, cfg.data.train_split, cfg.model.mask_models)
     split_seed = cfg.seed if cfg.validation.split_seed is None else cfg.validation.split_seed
     train_idx, val_idx = split_by_group(full.groups, cfg.validation.fraction, split_seed)
     train_data, val_data = full.subset(train_idx), full.subset(val_idx)
+    if distiller is not None:
+        val_data.masks = None  # the teacher's masks are the student's targets, not its inputs
     dev_data = DeviceData(train_data, device, cfg.data.crop, cfg.data.crop_foreground)
     del full
     log(
@@ -324,9 +338,11 @@ def _setup(
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg.schedule, optimizer)
     augmenter = Augmenter(cfg.augment)
+    augment: Callable[..., Any] = augment_batch if distiller is None else distiller.augment
     loss_fn = build_loss(cfg.loss)
     if parts:
         from spermseg.training.losses import parts_loss
+        from spermseg.training.parts import augment_parts_batch as augment
 
         def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return parts_loss(logits, target, cfg.loss.dice_weight)
@@ -350,11 +366,13 @@ def _setup(
         scheduler=scheduler,
         model_call=call_ensemble if cfg.model.ensemble else call_base,
         augmenter=augmenter,
+        augment=augment,
         loss_fn=loss_fn,
         alphas=alphas,
         fmt=fmt,
         channels_last=channels_last,
         parts=parts,
+        distiller=distiller,
     )
 
 
@@ -375,21 +393,6 @@ def _resume(run: _Run) -> _RunState:
     st.train_time = float(extra.get("train_time_s", 0.0))
     run.log(f"spermseg train: resuming {run.run_dir} after epoch {st.start_epoch}")
     return st
-
-
-def _steps_per_epoch(cfg: TrainConfig, n: int, dist_info: DistInfo) -> int:
-    """Optimizer steps per epoch on each rank: its shard in batches (a last partial batch kept unless it is one
-    image, which BatchNorm cannot train on), at most ``schedule.steps_per_epoch``."""
-    from spermseg.training.distributed import shard_indices
-
-    bs = cfg.schedule.batch_size
-    per_rank = len(shard_indices(n, 0, dist_info, shuffle=False))
-    steps = max(1, per_rank // bs) if per_rank >= bs else 1
-    if per_rank > bs and per_rank % bs >= 2:  # keep a last partial batch unless it is one image (BatchNorm)
-        steps += 1
-    if cfg.schedule.steps_per_epoch:
-        steps = min(steps, cfg.schedule.steps_per_epoch)
-    return steps
 
 
 def _train_epoch(run: _Run, st: _RunState, epoch: int, bar: Any, t_epoch: float) -> dict[str, Any]:
@@ -417,12 +420,7 @@ def _train_epoch(run: _Run, st: _RunState, epoch: int, bar: Any, t_epoch: float)
         images, target, masks = run.dev_data.batch(idx, crop_gen)
         # Augment raw [0,1] images, target and soft masks together, then normalize the images with the
         # statistics from before contrast/brightness (which per-image normalization would otherwise undo).
-        if run.parts:
-            from spermseg.training.parts import augment_parts
-
-            images, target = augment_parts(run.augmenter, images, target, aug_gen, cfg.data.normalization)
-        else:
-            images, target, masks = augment_batch(run.augmenter, images, target, masks, aug_gen, cfg.data.normalization)
+        images, target, masks = run.augment(run.augmenter, images, target, masks, aug_gen, cfg.data.normalization)
         inputs = make_inputs(images, masks, run.fmt)
         loss = train_step(
             run.train_model,
