@@ -61,3 +61,21 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     assert json.loads(target.read_text())["a"] == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
     assert target.stat().st_mode & 0o044 == 0o044  # readable by others, like a file made with open()
+
+
+def test_row_writer_streams_the_same_csv_as_write_rows_csv(tmp_path: Path) -> None:
+    """RowWriter (spermseg track's tracks.csv) writes byte for byte what write_rows_csv writes, and nothing
+    appears at the path before close (a reader never sees half a table)."""
+    from spermseg.utils.table import RowWriter, write_rows_csv
+
+    cols = ("a", "b", "c")
+    rows = [{"a": 1, "b": 0.5, "c": float("nan")}, {"a": 2, "b": 1 / 3}, {"a": 3, "b": -0.0, "c": "x"}]
+    write_rows_csv(tmp_path / "whole.csv", cols, rows)
+    w = RowWriter(tmp_path / "streamed.csv", cols)
+    w.write(rows[:1])
+    w.write(rows[1:])
+    assert not (tmp_path / "streamed.csv").exists()
+    w.close()
+    w.close()
+    assert (tmp_path / "streamed.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert w.n_rows == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["streamed.csv", "whole.csv"]

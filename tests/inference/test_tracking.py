@@ -176,3 +176,39 @@ def test_acceptance_exact_masks_of_a_75_frame_synthetic_video(tmp_path: Path) ->
     assert ev["identity_consistent"] >= 0.9
     assert ev["kinematics"]["median_vcl_rel_error"] <= 0.10
     assert ev["kinematics"]["median_beat_error_hz"] <= 1.0
+
+
+def test_open_tracks_keep_only_tracks_the_linker_can_still_extend() -> None:
+    """Memory does not grow with the video: 40 short tracks one after another leave at most 2 open at a time, each
+    closed track's kinematics row equals that of its whole path, and a head missed for exactly gap_frames frames
+    (the longest gap trackpy closes) is still open and keeps its track."""
+    from spermseg.inference.tracking import HeadLinker, OpenTracks
+    from spermseg.kinematics import KinematicsConfig, track_kinematics
+
+    memory, fps = 3, 10.0
+    SAMPLE = ("frame", "head_x_um", "head_y_um", "tail_angle_rad", "tail_length_um")  # noqa: N806
+    linker, tracks = HeadLinker(5.0, memory), OpenTracks(fps, KinematicsConfig(), memory)
+    paths: dict[int, list[tuple[float, float, float, float, float]]] = {}
+    most_open = 0
+    for f in range(40 * 14):
+        k, age = divmod(f, 14)  # sperm k lives 12 frames, then 2 empty frames; 100 px from the previous one
+        seen = age < 12 and not (k == 0 and age in (4, 5, 6))  # sperm 0 missed for 3 frames
+        xy = np.array([[100.0 * k + age, 50.0 + 2 * math.sin(age)]]) if seen else np.zeros((0, 2))
+        ids = linker.link(f, xy)
+        rows = [{"track_id": t, "frame": f, "head_x_um": x * PX, "head_y_um": y * PX, "tail_angle_rad": 0.1 * age,
+                 "tail_length_um": 40.0} for t, (x, y) in zip(ids, xy)]  # fmt: skip
+        for r in rows:
+            paths.setdefault(r["track_id"], []).append(tuple(r[c] for c in SAMPLE))
+        tracks.add(rows)
+        tracks.close_ended(f)
+        most_open = max(most_open, len(tracks.samples))
+    kin = tracks.finish_all()
+    assert len(paths) == 40 and most_open <= 2  # sperm 0's gap was closed: 40 tracks for 40 sperm
+    assert [r["track_id"] for r in kin] == sorted(paths)
+    for row in kin:
+        s = np.array(paths[row["track_id"]])
+        want = track_kinematics(s[:, 0], s[:, 1:3], fps, KinematicsConfig(), tail_angle=s[:, 3], tail_length_um=s[:, 4])
+        assert {k: v for k, v in row.items() if k != "track_id"} == pytest.approx(want, nan_ok=True)
+    with pytest.raises(RuntimeError, match="after it was closed"):
+        tracks.add([{"track_id": 1, "frame": 10_000, "head_x_um": 0, "head_y_um": 0, "tail_angle_rad": 0,
+                     "tail_length_um": 0}])  # fmt: skip

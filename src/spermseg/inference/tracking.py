@@ -1,12 +1,14 @@
 """Sperm tracking: per-frame detections linked across frames, kinematics per track, files for other tools.
 
-One streaming pass (constant memory in the number of frames, apart from a few numbers per detection):
+One streaming pass, in memory that does not grow with the number of frames:
 
     frames (video / TIFF stack / folder, :mod:`~spermseg.inference.stacks`) -> segmentation (the ``predict``
     machinery: :func:`spermseg.inference.predict.build_batch_fn`) -> instances and heads
     (:mod:`~spermseg.inference.detection`) -> linking -> label stack page, overlay frame, track rows
 
 or, with ``--masks``, per-frame masks (binary or instance label images, sorted by name) instead of the first two.
+Each frame's rows go straight to ``tracks.csv``; a track's head samples are kept only while the linker can still
+extend it (:class:`OpenTracks`), then its kinematics row is computed and the samples dropped.
 
 **Linking** uses trackpy's Crocker-Grier linker (``trackpy.linking.Linker``) frame by frame: each head joins the
 track whose last position is within ``max_speed_um_s / fps`` (the search range), resolving competing candidates
@@ -149,7 +151,7 @@ def track(
     from spermseg.inference.detection import detect, frame_instances, options_for
     from spermseg.inference.track_outputs import TRACK_COLUMNS, LabelStackWriter, OverlayWriter
     from spermseg.utils.atomic import atomic_write_json
-    from spermseg.utils.table import write_rows_csv
+    from spermseg.utils.table import RowWriter, write_rows_csv
 
     cfg = cfg or TrackConfig()
     validate(cfg)
@@ -163,7 +165,8 @@ def track(
     result = TrackResult(out=out, info=info)
     stack = LabelStackWriter(out / "labels.tif", px, fps)
     overlay: OverlayWriter | None = None
-    rows: list[dict[str, Any]] = []
+    tracks_csv = RowWriter(out / "tracks.csv", TRACK_COLUMNS)
+    open_tracks = OpenTracks(fps, cfg.kinematics, cfg.gap_frames)
     start = time.perf_counter()
     truncated: TruncatedInputError | None = None
     try:
@@ -181,8 +184,10 @@ def track(
                 if result.n_frames == 0:
                     first = image if image is not None else np.where(labels > 0, 0.35, 0.63)
                     write_image(out / "first_frame.png", np.asarray(first, np.float32))
-                for d, t in zip(dets, ids):
-                    rows.append(_row(t, index, d, fps, px))
+                rows = sorted((_row(t, index, d, fps, px) for d, t in zip(dets, ids)), key=lambda r: r["track_id"])
+                tracks_csv.write(rows)
+                open_tracks.add(rows)
+                open_tracks.close_ended(index)
                 result.n_frames += 1
                 result.n_detections += len(dets)
                 if on_frame is not None:
@@ -194,9 +199,8 @@ def track(
         if overlay is not None:
             overlay.close()
         written = stack.close()
-        rows.sort(key=lambda r: (r["frame"], r["track_id"]))
-        write_rows_csv(out / "tracks.csv", TRACK_COLUMNS, rows)
-        kin = kinematics_rows(rows, fps, cfg.kinematics)
+        tracks_csv.close()
+        kin = open_tracks.finish_all()
         write_rows_csv(out / "kinematics.csv", KINEMATICS_COLUMNS, kin)
         result.n_tracks = len(kin)
         result.seconds = time.perf_counter() - start
@@ -226,24 +230,48 @@ def _row(track_id: int, frame: int, d: Any, fps: float, px: float) -> dict[str, 
     }
 
 
-def kinematics_rows(rows: list[dict[str, Any]], fps: float, cfg: KinematicsConfig) -> list[dict[str, Any]]:
-    """One kinematics.csv row per track of the tracks.csv ``rows``."""
-    by_track: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_track.setdefault(int(r["track_id"]), []).append(r)
-    out = []
-    for tid in sorted(by_track):
-        rs = sorted(by_track[tid], key=lambda r: r["frame"])
-        k = track_kinematics(
-            np.array([r["frame"] for r in rs], float),
-            np.array([[r["head_x_um"], r["head_y_um"]] for r in rs], float),
-            fps,
-            cfg,
-            tail_angle=np.array([r["tail_angle_rad"] for r in rs], float),
-            tail_length_um=np.array([r["tail_length_um"] for r in rs], float),
-        )
-        out.append({"track_id": tid, **k})
-    return out
+class OpenTracks:
+    """Head samples of the tracks that the linker can still extend; the others are measured and dropped.
+
+    trackpy keeps a head that found no successor for ``memory`` further frames (gap closing), so a track last
+    seen at frame ``L`` can be extended up to frame ``L + memory + 1`` and no later. After frame ``i``, every track
+    with ``L < i - memory`` is therefore complete: its kinematics row is computed and its samples freed. Memory
+    holds the open tracks' samples and one row per finished track, whatever the video's length.
+    """
+
+    def __init__(self, fps: float, cfg: KinematicsConfig, memory: int) -> None:
+        self.fps, self.cfg, self.memory = fps, cfg, int(memory)
+        self.samples: dict[int, list[tuple[float, float, float, float, float]]] = {}
+        self.last: dict[int, int] = {}
+        self.done: dict[int, dict[str, Any]] = {}
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Append tracks.csv rows (``track_id``, ``frame``, ``head_*_um``, ``tail_*``) to their open tracks."""
+        for r in rows:
+            tid = int(r["track_id"])
+            if tid in self.done:  # would mean the gap-closing rule above is not trackpy's
+                raise RuntimeError(f"track {tid} was extended at frame {r['frame']} after it was closed")
+            self.samples.setdefault(tid, []).append(
+                (r["frame"], r["head_x_um"], r["head_y_um"], r["tail_angle_rad"], r["tail_length_um"])
+            )
+            self.last[tid] = int(r["frame"])
+
+    def close_ended(self, frame: int) -> None:
+        """Measure the tracks that no frame after ``frame`` can extend."""
+        for tid in [t for t, last in self.last.items() if last < frame - self.memory]:
+            self._finish(tid)
+
+    def finish_all(self) -> list[dict[str, Any]]:
+        """Measure the tracks still open; returns every kinematics.csv row, by track id."""
+        for tid in list(self.samples):
+            self._finish(tid)
+        return [self.done[t] for t in sorted(self.done)]
+
+    def _finish(self, tid: int) -> None:
+        s = np.array(self.samples.pop(tid), float)  # (n, 5) in frame order
+        del self.last[tid]
+        k = track_kinematics(s[:, 0], s[:, 1:3], self.fps, self.cfg, tail_angle=s[:, 3], tail_length_um=s[:, 4])
+        self.done[tid] = {"track_id": tid, **k}
 
 
 def _summary(result: TrackResult, cfg: TrackConfig, to_dict: Callable[[Any], dict]) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""Where per-sperm PQ is lost, and post-processing variants of two networks' outputs (docs/instances.md, issue 15).
+
+Usage::
+
+    # once: both networks' probability maps (float16 .npy) for the runs' validation images and the test split
+    PYTHONPATH=src .venv/bin/python scripts/tune_instances.py cache --binary RUN_BIN --parts RUN_PARTS \\
+        --data spermparsing --out CACHE
+    # PQ / SQ / RQ and the per-sperm error classes of each variant on a set of cached images
+    PYTHONPATH=src .venv/bin/python scripts/tune_instances.py eval --cache CACHE --set val --data spermparsing
+
+``val`` is the 20 training images that both runs held out for validation (``result.json`` ``val_groups``);
+``test`` is the test split (for the final number only). Each variant turns the two maps into a full mask and a
+head mask, separated by :func:`spermseg.inference.instances.separate_instances`, scored against GT1 instances.
+
+Error classes of a reference sperm that no prediction matches at IoU > 0.5 (its best-overlapping prediction P,
+reference R): ``missed`` (no prediction overlaps it), ``short`` (P inside R: |P & R| / |P| >= 0.8, tail lost),
+``long`` (R inside P: |P & R| / |R| >= 0.8, another sperm's tail or debris taken), ``split`` (two predictions
+each hold >= 25 % of R), ``other``. Unmatched predictions: ``fp_bg`` (touching no reference sperm: debris, or a
+sperm the rater did not label) or ``fp_part`` (a fragment of a reference sperm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HEAD_CODES = (1, 2, 3)
+
+
+def _sets(binary_run: Path, data: Path) -> dict[str, list[tuple[str, str]]]:
+    val = json.loads((binary_run / "result.json").read_text())["val_groups"]
+    test = sorted(p.stem for p in (data / "test" / "images").iterdir())
+    return {"val": [("train", s) for s in val], "test": [("test", s) for s in test]}
+
+
+def cache(args: argparse.Namespace) -> None:
+    """Write CACHE/{binary,parts}/NAME.npy (float16; the binary map without the whole-sperm filter)."""
+    from spermseg.data.io import read_image
+    from spermseg.inference.options import PredictOptions
+    from spermseg.inference.predict import build_batch_fn
+
+    sets = _sets(args.binary, args.data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sets.json").write_text(json.dumps(sets, indent=1))
+    opts = PredictOptions(batch_size=1, device="cpu", min_head_radius=0.0)
+    fns = {tag: build_batch_fn(run, opts)[0] for tag, run in (("binary", args.binary), ("parts", args.parts))}
+    for name in args.sets:
+        for split, stem in sets[name]:
+            for tag, fn in fns.items():
+                f = args.out / tag / f"{stem}.npy"
+                if f.exists():
+                    continue
+                f.parent.mkdir(parents=True, exist_ok=True)
+                t0 = time.time()
+                prob = fn(read_image(args.data / split / "images" / f"{stem}.png")[None])[0]
+                np.save(f, prob.astype(np.float16))
+                print(f"{tag} {stem} {time.time() - t0:.1f} s", flush=True)
+
+
+def diagnose(pred: np.ndarray, ref: np.ndarray) -> Counter:
+    """Error classes (module docstring) of one image."""
+    from spermseg.metrics.panoptic import match_instances
+
+    m = match_instances(pred, ref)
+    matched_r = {r for _, r, _ in m.pairs}
+    matched_p = {p for p, _, _ in m.pairs}
+    out: Counter = Counter(tp=len(m.pairs))
+    base = int(ref.max()) + 1
+    both = (pred > 0) & (ref > 0)
+    ids, counts = np.unique(pred[both].astype(np.int64) * base + ref[both], return_counts=True)
+    inter = {(int(v // base), int(v % base)): int(c) for v, c in zip(ids, counts)}
+    parea = np.bincount(pred.ravel())
+    rarea = np.bincount(ref.ravel())
+    for r in np.unique(ref[ref > 0]):
+        if r in matched_r:
+            continue
+        ov = {p: c for (p, rr), c in inter.items() if rr == r}
+        if not ov:
+            out["missed"] += 1
+            continue
+        p = max(ov, key=ov.get)
+        if sum(c >= 0.25 * rarea[r] for c in ov.values()) >= 2:
+            out["split"] += 1
+        elif ov[p] / parea[p] >= 0.8:
+            out["short"] += 1
+        elif ov[p] / rarea[r] >= 0.8:
+            out["long"] += 1
+        else:
+            out["other"] += 1
+    for p in np.unique(pred[pred > 0]):
+        if p not in matched_p:
+            out["fp_part" if any(pp == p for pp, _ in inter) else "fp_bg"] += 1
+    return out
+
+
+Maps = tuple[np.ndarray, np.ndarray]  # binary probability (H, W), part sigmoids (6, H, W)
+
+
+def variants(thr: float, radius: float) -> dict[str, Callable[..., tuple[np.ndarray, np.ndarray | None, bool]]]:
+    """name -> fn(binary prob, part codes, part foreground prob) -> (full mask, head mask or None, keep_headless)."""
+    from spermseg.inference.postprocess import suppress_headless
+
+    def binary(pb: np.ndarray) -> np.ndarray:
+        return suppress_headless(pb, thr, radius) >= thr
+
+    return {
+        "parts alone": lambda pb, codes, pf: (codes > 0, np.isin(codes, HEAD_CODES), False),
+        "binary + filter, heads estimated": lambda pb, codes, pf: (binary(pb), None, True),
+        "binary + filter, heads from parts": lambda pb, codes, pf: (
+            binary(pb), np.isin(codes, HEAD_CODES), False),
+        "binary | parts, heads from parts": lambda pb, codes, pf: (
+            binary(pb) | (codes > 0), np.isin(codes, HEAD_CODES), False),
+    }  # fmt: skip
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from spermseg.data.labels import read_labels
+    from spermseg.inference.bundle import load_predictor
+    from spermseg.inference.instances import InstanceOptions, separate_instances
+    from spermseg.inference.label_outputs import split_parts_prob
+    from spermseg.metrics.panoptic import PanopticAccumulator
+
+    sets = json.loads((args.cache / "sets.json").read_text())
+    items = [(split, s) for split, s in sets[args.set] if (args.cache / "parts" / f"{s}.npy").exists()]
+    items = items[: args.limit] if args.limit else items
+    pred = load_predictor(args.binary)
+    vs = variants(pred.threshold, float(pred.min_head_radius or 0))
+    chosen = [v for v in vs if not args.only or any(o in v for o in args.only)]
+    accs = {v: PanopticAccumulator(coco=False) for v in chosen}
+    diags = {v: Counter() for v in chosen}
+    for split, stem in items:
+        pb = np.load(args.cache / "binary" / f"{stem}.npy").astype(np.float32)
+        codes, pf = split_parts_prob(np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32))
+        ref = read_labels(args.data / split / f"{args.rater}_instances" / f"{stem}.png", "instances")
+        for v in chosen:
+            full, head, keep = vs[v](pb, codes, pf)
+            labels = separate_instances(full, head, InstanceOptions(keep_headless=keep))
+            accs[v].update(labels, ref)
+            diags[v] += diagnose(labels, ref)
+    keys = ("missed", "short", "long", "split", "other", "fp_bg", "fp_part")
+    print(f"{args.set}: {len(items)} images\n")
+    print("| variant | PQ | SQ | RQ | TP | " + " | ".join(keys) + " | sperm (pred / ref) |")
+    print("|---|" + "---|" * (5 + len(keys) + 1))
+    for v in chosen:
+        r, d = accs[v].result(), diags[v]
+        print(f"| {v} | {r['pq']:.3f} | {r['sq']:.3f} | {r['rq']:.3f} | {d['tp']} | "
+              + " | ".join(str(d[k]) for k in keys) + f" | {r['n_pred']} / {r['n_ref']} |")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache")
+    c.add_argument("--binary", type=Path, required=True)
+    c.add_argument("--parts", type=Path, required=True)
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--sets", nargs="+", default=["val", "test"])
+    e = sub.add_parser("eval")
+    e.add_argument("--cache", type=Path, required=True)
+    e.add_argument("--binary", type=Path, required=True, help="the binary run (threshold, whole-sperm radius)")
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--set", default="val")
+    e.add_argument("--rater", default="GT1")
+    e.add_argument("--limit", type=int, default=0)
+    e.add_argument("--only", nargs="*", default=None, help="substrings of the variants to run")
+    args = parser.parse_args(argv)
+    return cache(args) if args.cmd == "cache" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
