@@ -92,12 +92,13 @@ class ReproduceConfig:
 def _cpu() -> ReproduceConfig:
     # Sized for one 2-core CPU on spermparsing (docs/results-spermparsing.md): four families with full-resolution
     # decoders (unet3p alone would cost 4 unets; FPN's stride-4 output loses thin tails; sa_unet's training step is
-    # 5x slower than unet's on this CPU though it has fewer FLOPs), 3 seeds, the `cpu` training preset's levers at 16 epochs instead of 100 (about 4-6 min a run),
-    # both trained kinds on E1 and E3 with 3 seeds each (width 8, 192 crops, 12 epochs: about a minute a run; at
-    # width 16 the twelve runs alone would take over an hour, as the ensembles train one after another), starting
-    # as avg (mask_skip: at this budget the paper's network is still below its own inputs, docs/ensembling.md),
-    # Fig. 9 on unet only, 4 blur levels. Two base runs at a time with one thread each: OpenMP threads spin-wait
-    # on shared cores.
+    # 5x slower than unet's on this CPU though it has fewer FLOPs), 3 seeds, the `cpu` training preset's levers at
+    # 16 epochs instead of 100 (measured, 2 runs at a time: unet 11 min, att_unet 14, unet_pp 18-20, manet 4 a
+    # run), both trained kinds on E1 and E3 with 3 seeds each (width 8, 192 crops, 12 epochs; at width 16 the
+    # twelve runs alone would take over an hour, as the ensembles train one after another), starting as avg
+    # (mask_skip: at this budget the paper's network is still below its own inputs, docs/ensembling.md), Fig. 9 on
+    # unet only, 4 blur levels. Two base runs at a time with one thread each: OpenMP threads spin-wait on shared
+    # cores.
     base = ["schedule.epochs=16", "validation.every=4"]
     return ReproduceConfig(
         preset="cpu",
