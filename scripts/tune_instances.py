@@ -135,7 +135,9 @@ def evaluate(args: argparse.Namespace) -> None:
     vs = variants(pred.threshold, float(pred.min_head_radius or 0))
     chosen = [v for v in vs if not args.only or any(o in v for o in args.only)]
     extra = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.opt)}
-    extra = {k: int(v) if k in ("min_area", "min_head_area", "head_radius", "direction_px") else v for k, v in extra.items()}
+    extra = {
+        k: int(v) if k in ("min_area", "min_head_area", "head_radius", "direction_px") else v for k, v in extra.items()
+    }
     accs = {v: PanopticAccumulator(coco=False) for v in chosen}
     diags = {v: Counter() for v in chosen}
     for split, stem in items:
