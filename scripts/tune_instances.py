@@ -113,6 +113,7 @@ def variants(thr: float, radius: float) -> dict[str, Callable[..., tuple[np.ndar
     return {
         "parts alone": lambda pb, codes, pf: (codes > 0, np.isin(codes, HEAD_CODES), False),
         "binary + filter, heads estimated": lambda pb, codes, pf: (binary(pb), None, True),
+        "binary + filter, heads estimated, headless dropped": lambda pb, codes, pf: (binary(pb), None, False),
         "binary + filter, heads from parts": lambda pb, codes, pf: (
             binary(pb), np.isin(codes, HEAD_CODES), False),
         "binary | parts, heads from parts": lambda pb, codes, pf: (
@@ -133,6 +134,10 @@ def evaluate(args: argparse.Namespace) -> None:
     pred = load_predictor(args.binary)
     vs = variants(pred.threshold, float(pred.min_head_radius or 0))
     chosen = [v for v in vs if not args.only or any(o in v for o in args.only)]
+    extra = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.opt)}
+    extra = {
+        k: int(v) if k in ("min_area", "min_head_area", "head_radius", "direction_px") else v for k, v in extra.items()
+    }
     accs = {v: PanopticAccumulator(coco=False) for v in chosen}
     diags = {v: Counter() for v in chosen}
     for split, stem in items:
@@ -141,11 +146,11 @@ def evaluate(args: argparse.Namespace) -> None:
         ref = read_labels(args.data / split / f"{args.rater}_instances" / f"{stem}.png", "instances")
         for v in chosen:
             full, head, keep = vs[v](pb, codes, pf)
-            labels = separate_instances(full, head, InstanceOptions(keep_headless=keep))
+            labels = separate_instances(full, head, InstanceOptions(keep_headless=keep, **extra))
             accs[v].update(labels, ref)
             diags[v] += diagnose(labels, ref)
     keys = ("missed", "short", "long", "split", "other", "fp_bg", "fp_part")
-    print(f"{args.set}: {len(items)} images\n")
+    print(f"{args.set}: {len(items)} images, InstanceOptions {extra or 'defaults'}\n")
     print("| variant | PQ | SQ | RQ | TP | " + " | ".join(keys) + " | sperm (pred / ref) |")
     print("|---|" + "---|" * (5 + len(keys) + 1))
     for v in chosen:
@@ -171,6 +176,7 @@ def main(argv: list[str] | None = None) -> Any:
     e.add_argument("--rater", default="GT1")
     e.add_argument("--limit", type=int, default=0)
     e.add_argument("--only", nargs="*", default=None, help="substrings of the variants to run")
+    e.add_argument("--opt", nargs="*", default=[], help="InstanceOptions overrides, KEY=VALUE")
     args = parser.parse_args(argv)
     return cache(args) if args.cmd == "cache" else evaluate(args)
 
