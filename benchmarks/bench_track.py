@@ -4,8 +4,8 @@ Each case runs ``spermseg track VIDEO --model MODEL`` in a fresh process on a 51
 2,000 frames (quick: 20 and 200) with every output written (tracks.csv, kinematics.csv, the label stack, the
 overlay MP4); peak RSS is the process's ``ru_maxrss``; beside it, the largest child's (the FFmpeg overlay
 encoder; a forked child's ``ru_maxrss`` also counts the parent's pages it shared before ``exec``, so this is an upper
-bound of FFmpeg's own). The video is a 250-frame clip of six sperm swimming on circles with beating tails, looped: at each
-loop the sperm jump, so their tracks end and six new ones start, and the number of tracks grows with the video
+bound of FFmpeg's own). The video is a 250-frame clip of six sperm swimming on circles with beating tails, looped:
+at each loop the sperm jump, so their tracks end and six new ones start, and the number of tracks grows with the video
 as it does when sperm leave and enter the field. Models (no training):
 
 * ``dark detector``: an ONNX graph that marks pixels darker than their surroundings (the napari tests' stand-in,
