@@ -1,4 +1,5 @@
-"""Inference for users: memory of video prediction vs length, and frames/s of the E3 + ens_att_v2 pipeline.
+"""Inference for users: memory of video prediction vs length, frames/s of the E3 + ens_att_v2 pipeline, and a
+distilled student beside its teacher.
 
 Cases:
 * peak RSS of ``spermseg predict`` (fresh process each) on a synthetic 512x512 video of 200 and of 2,000 frames
@@ -7,15 +8,29 @@ Cases:
 * frames/s at 512x512 of a bundle of three base models (att_unet, unet3p, unet: the paper's E3) and
   ens_att_v2: PyTorch eager fp32, PyTorch channels_last, ONNX Runtime. Width: ``SPERMSEG_BENCH_WIDTH``
   (default 16; ``0`` = the families' default widths, about 1.4 TMACs per frame, minutes per frame on a small CPU;
-  quick: 8).
+  quick: 8);
+* student vs teacher: frames/s at 512x512 (batch 2, the whole ``predict`` pipeline without file writing: backend
+  and whole-sperm filter) of the teacher bundle in PyTorch, the student in PyTorch (fp32, eager), in ONNX Runtime
+  fp32 and in ONNX Runtime int8 (static, calibrated), side by side with ratios to the teacher; with ``--data`` also
+  AP (and IoU_opt) on the ``test`` split (rater GT1, full sperm) for each. ``--teacher BUNDLE --student RUN``
+  name trained models; without them untrained stand-ins (E3 + ens_att_v2 and a unet, small widths) make a smoke
+  run. Calibration frames: ``--calibration DIR``, else the first 32 of ``--data``'s train split, else random frames.
+
+Usage::
+
+    python benchmarks/bench_predict.py --quick                              # all sections, untrained stand-ins
+    python benchmarks/bench_predict.py --only student --teacher bundles/e3 --student runs/student \
+        --data ../shared/data/spermparsing                                   # the real rows (minutes)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -78,8 +93,6 @@ def _memory(quick: bool, tmp: Path) -> str:
     for n in (short, long):
         video = tmp / f"v{n}.mp4"
         _make_video(video, n)
-        import time
-
         t0 = time.perf_counter()
         peak = _peak_rss_of_predict(bundle, video, tmp / f"pred{n}")
         seconds = time.perf_counter() - t0
@@ -116,11 +129,125 @@ def _throughput(quick: bool, tmp: Path) -> str:
     return t.markdown()
 
 
-def run(quick: bool) -> str:
+SECTIONS = ("memory", "throughput", "student")
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--only", action="append", choices=SECTIONS, default=None, help="sections to run (repeat)")
+    parser.add_argument("--teacher", type=Path, default=None, help="teacher bundle (default: untrained E3 + ens)")
+    parser.add_argument("--student", type=Path, default=None, help="student run or bundle (default: untrained unet)")
+    parser.add_argument("--data", type=Path, default=None, help="dataset with a test split: AP per row")
+    parser.add_argument("--calibration", type=Path, default=None, help="int8 calibration images (folder)")
+    parser.add_argument("--ap-images", type=int, default=0, help="score only the first N test images (0: all)")
+    parser.add_argument("--cpu-time", action="store_true", help="student table: CPU seconds, not wall (busy machine)")
+    return parser.parse_known_args(argv)
+
+
+def _stand_ins(quick: bool, tmp: Path) -> tuple[Path, Path]:
+    """Untrained teacher (E3 + ens_att_v2) and student (unet) bundles, for a smoke run."""
+    import torch
+
+    from spermseg.inference.bundle import create_bundle
+    from spermseg.models import create_model
+    from spermseg.models.checkpoints import save_checkpoint
+
+    bases, ens = _save_runs(tmp / "teacher_runs", width=4 if quick else 8, ens_width=4 if quick else 8)
+    teacher = create_bundle(bases, tmp / "teacher", ensemble=ens)
+    torch.manual_seed(1)
+    stem = save_checkpoint(tmp / "student_run" / "best", create_model("unet", width=4 if quick else 8),
+                           {"normalization": "minmax"})  # fmt: skip
+    return teacher, create_bundle([stem], tmp / "student")
+
+
+def _calibration(opts: argparse.Namespace) -> list:
+    import numpy as np
+
+    from spermseg.data.io import read_image
+    from spermseg.inference.predict import collect_inputs
+
+    if opts.calibration is not None:
+        return [read_image(f) for f in collect_inputs([opts.calibration])[:32]]
+    if opts.data is not None:
+        return [read_image(f) for f in sorted((opts.data / "train" / "images").iterdir())[:32]]
+    return list(np.random.default_rng(1).random((8, 512, 512), dtype=np.float32))
+
+
+def _scores(fn, data: Path, n: int) -> tuple[float, float]:
+    """AP and IoU_opt (full sperm, rater GT1) of a batch callable on the test split."""
+    from spermseg.data.arrays import load_split
+    from spermseg.metrics import full_scores, score
+
+    test = load_split(data, "test", raters=["GT1"], parts=("full",), lazy=True)
+    refs = test.masks("GT1", "full")
+    count = len(test) if n <= 0 else min(n, len(test))
+    probs = [fn(test.images[i][None])[0] for i in range(count)]
+    s = full_scores(score(probs, [refs[i] for i in range(count)]), ("ap", "iou_opt"))
+    return s["ap"], s["iou_opt"]
+
+
+def _student(quick: bool, tmp: Path, opts: argparse.Namespace) -> str:
+    import numpy as np
+
+    from spermseg.inference.onnx import export_onnx
+    from spermseg.inference.options import PredictOptions
+    from spermseg.inference.predict import build_batch_fn
+    from spermseg.inference.quantize import quantize_onnx
+
+    teacher, student = opts.teacher, opts.student
+    if teacher is None or student is None:
+        made_teacher, made_student = _stand_ins(quick, tmp)
+        teacher, student = teacher or made_teacher, student or made_student
+    onnx = export_onnx(student, tmp / "student.onnx")
+    calibration = _calibration(opts)
+    int8 = quantize_onnx(onnx, tmp / "student.int8.onnx", calibration)
+    cpu = PredictOptions(device="cpu", precision="fp32", batch_size=2)
+    onnx_opt = PredictOptions(device="cpu", backend="onnx", batch_size=2)
+    rows = [
+        ("teacher pipeline (torch fp32)", teacher, cpu),
+        ("student torch eager fp32", student, cpu),
+        ("student onnxruntime fp32", onnx, onnx_opt),
+        ("student onnxruntime int8", int8, onnx_opt),
+    ]
+    frames = np.random.default_rng(0).random((2, 512, 512), dtype=np.float32)
+    repeat = 2 if quick else 5
+    clock = time.process_time if opts.cpu_time else time.perf_counter
+    what_time = ", CPU time (all threads)" if opts.cpu_time else ""
+    t = Table(f"Student vs teacher at 512x512, batch 2{what_time}{' (quick)' if quick else ''}", unit="frame")
+    teacher_ap = None
+    for name, model, options in rows:
+        fn, _threshold = build_batch_fn(model, options)
+        m = t.add(measure(lambda fn=fn: fn(frames), name=name, repeat=repeat, items=2, trace_memory=False,
+                          clock=clock))  # fmt: skip
+        m.extra["speed vs teacher"] = f"{t.rows[0].median / m.median:.2f}x"
+        if opts.data is not None:
+            ap, iou = _scores(fn, opts.data, opts.ap_images)
+            teacher_ap = ap if teacher_ap is None else teacher_ap
+            m.extra.update({"AP test": f"{ap:.4f}", "AP - teacher": f"{ap - teacher_ap:+.4f}", "IoU_opt": f"{iou:.4f}"})
+    what = (f"teacher `{opts.teacher}`" if opts.teacher else "untrained teacher (E3 + ens_att_v2)") + ", " + (
+        f"student `{opts.student}`" if opts.student else "untrained student (unet)")  # fmt: skip
+    where = (f"; AP on `{opts.data}` test" + (f" (first {opts.ap_images} images)" if opts.ap_images > 0 else "")
+             if opts.data is not None else "; no --data: no AP")  # fmt: skip
+    return t.markdown() + f"\n\n{what}; int8 calibrated on {len(calibration)} frames{where}.\n"
+
+
+def run(quick: bool, opts: argparse.Namespace | None = None) -> str:
+    opts = opts or _parse([])[0]
+    only = opts.only or SECTIONS
+    parts = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        return _memory(quick, tmp) + "\n\n" + _throughput(quick, tmp)
+        if "memory" in only:
+            parts.append(_memory(quick, tmp))
+        if "throughput" in only:
+            parts.append(_throughput(quick, tmp))
+        if "student" in only:
+            parts.append(_student(quick, tmp, opts))
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
-    sys.exit(bench_main("Prediction: video memory and pipeline throughput", run))
+    options, rest = _parse(sys.argv[1:])
+    # --only writes its own RESULTS.md section, so a run of one table never replaces the full section
+    title = "Prediction: " + (" + ".join(options.only) if options.only else "video memory and pipeline throughput")
+    sys.exit(bench_main(title, lambda q: run(q, options), rest))

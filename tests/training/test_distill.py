@@ -83,8 +83,16 @@ def test_the_teacher_sees_the_students_pixels_and_its_masks_follow_them(teacher,
     flipped, _ = aug(images, None, torch.Generator().manual_seed(3))  # the flips seed 3 draws
     assert not torch.equal(flipped, images)
     for source in ("cache", "online"):
-        cfg = resolve_config(TrainConfig, overrides=[f"data.root={data}", f"distill.teacher={bundle}",
-                                                     f"distill.source={source}", "runtime.device=cpu"])  # fmt: skip
+        cfg = resolve_config(
+            TrainConfig,
+            overrides=[
+                f"data.root={data}",
+                f"distill.teacher={bundle}",
+                f"distill.source={source}",
+                "runtime.device=cpu",
+                'runtime.amp="off"',  # float32: an exact comparison (YAML reads a bare off as false)
+            ],
+        )
         distiller = Distiller(cfg, tmp_path / source, torch.device("cpu"), lambda _m: None)
         soft = torch.from_numpy(distiller.predict(list(images[:, 0].numpy())))[:, None]
         masks = soft if source == "cache" else None

@@ -270,7 +270,8 @@ class Distiller:
             replay = type(gen)(device=gen.device)
             replay.set_state(state)
             raw, _ = augmenter(images, None, replay)  # the same flips, warp, blur and contrast, not normalized
-            with torch.no_grad(), autocast_context(self.device, "auto" if self.amp else "fp32"):
+            # in the student's training precision: bf16 exactly when its steps are bf16 (CUDA, AMX CPUs)
+            with torch.no_grad(), autocast_context(self.device, "bf16" if self.amp else "fp32"):
                 soft = self.teacher(raw).float()
             if soft.shape[1] != 1:
                 raise ConfigError(f"the teacher {self.d.teacher} gives {soft.shape[1]} channels; distil a binary model")
