@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from spermseg.inference.builtin import MODEL_DIR, write_builtin
+    from spermseg.inference.builtin import write_builtin
+    from spermseg.inference.bundle import BUILTIN_DIR
 
-    work, dest = args.work, args.dest or MODEL_DIR
+    work, dest = args.work, args.dest or BUILTIN_DIR
     data, run, bundle = work / "synth", work / "run", work / "bundle"
     force = ["--overwrite"] if args.force else []
     commands: list[str] = []

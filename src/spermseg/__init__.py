@@ -27,9 +27,9 @@ def load_model(path: str) -> torch.nn.Module:
     from spermseg.models.checkpoints import load_model as _load_model
 
     if path == "builtin":
-        from spermseg.inference.builtin import builtin_checkpoint
+        from spermseg.inference.bundle import load_predictor as _load_predictor
 
-        return _load_model(builtin_checkpoint())
+        return _load_predictor(path).bases[0]  # the built-in bundle holds one network
     return _load_model(path)
 
 

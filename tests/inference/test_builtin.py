@@ -1,6 +1,6 @@
 """``--model builtin``: the bundle that ships in the package (float16, checksums verified) and its refusals.
 
-The mechanism is tested with a tiny bundle written in the test (``MODEL_DIR`` monkeypatched), not with shipped
+The mechanism is tested with a tiny bundle written in the test (``bundle.BUILTIN_DIR`` monkeypatched), not with shipped
 weights; the last test checks the shipped model itself and skips while none ships.
 """
 
@@ -19,7 +19,7 @@ import spermseg
 from spermseg.cli import main
 from spermseg.data.io import write_image
 from spermseg.errors import CheckpointError, SpermsegError
-from spermseg.inference import builtin
+from spermseg.inference import builtin, bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,12 +41,12 @@ def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A built-in model written by write_builtin into a monkeypatched package folder."""
     dest = tmp_path / "package" / "builtin"
     builtin.write_builtin(_tiny_bundle(tmp_path), dest, {"command": "test", "data_seed": 3})
-    monkeypatch.setattr(builtin, "MODEL_DIR", dest)
+    monkeypatch.setattr(bundle, "BUILTIN_DIR", dest)
     return dest
 
 
 def test_without_weights_every_entry_point_says_so_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(builtin, "MODEL_DIR", tmp_path / "empty")  # an installation without the weights
+    monkeypatch.setattr(bundle, "BUILTIN_DIR", tmp_path / "empty")  # an installation without the weights
     img = tmp_path / "frames" / "f0.png"
     img.parent.mkdir()
     write_image(img, np.full((32, 32), 0.5, np.float32))
@@ -76,7 +76,7 @@ def test_without_weights_every_entry_point_says_so_in_one_line(tmp_path: Path, m
         spermseg.load_predictor()
     with pytest.raises(SpermsegError, match="no built-in model"):
         spermseg.load_model("builtin")
-    assert builtin.builtin_model_path() is None
+    assert bundle.builtin_model_path() is None
 
 
 def test_float16_bundle_loads_everywhere_and_predicts_like_its_float32_source(shipped: Path, tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_onnx_backend_and_ensembles_are_refused_with_the_way_out(shipped: Path, 
     with pytest.raises(CheckpointError, match="must be one network"):
         builtin.write_builtin(avg, tmp_path / "b2", {})
     # a local folder called builtin stays reachable as a path
-    assert not builtin.is_builtin(Path("builtin")) and not builtin.is_builtin("./builtin")
+    assert not bundle.is_builtin(Path("builtin")) and not bundle.is_builtin("./builtin")
 
 
 def test_wheels_carry_every_file_write_builtin_writes(shipped: Path) -> None:
@@ -151,7 +151,7 @@ def test_wheels_carry_every_file_write_builtin_writes(shipped: Path) -> None:
     patterns = pyproject["tool"]["setuptools"]["package-data"]["spermseg.builtin"]
     written = sorted(p.name for p in shipped.iterdir())
     assert written and all(any(fnmatch.fnmatch(n, pat) for pat in patterns) for n in written), (written, patterns)
-    assert (REPO / "src" / "spermseg" / "builtin").resolve() == Path(builtin.__file__).resolve().parents[1] / "builtin"
+    assert (REPO / "src" / "spermseg" / "builtin").resolve() == Path(bundle.__file__).resolve().parents[1] / "builtin"
 
 
 @pytest.mark.slow
@@ -173,7 +173,7 @@ def test_train_builtin_script_makes_a_loadable_builtin(tmp_path: Path, monkeypat
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "train_builtin.py"), *argv], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    monkeypatch.setattr(builtin, "MODEL_DIR", dest)
+    monkeypatch.setattr(bundle, "BUILTIN_DIR", dest)
     info = builtin.builtin_info()
     assert info["data_seed"] == 5 and info["command"].startswith("python scripts/train_builtin.py")
     assert info["steps"][0].startswith("spermseg synth") and "--seed 5" in info["steps"][0]
@@ -184,7 +184,7 @@ def test_train_builtin_script_makes_a_loadable_builtin(tmp_path: Path, monkeypat
 def test_the_shipped_model_segments_a_synthetic_frame() -> None:
     """Once weights ship: the built-in model finds the sperm of a synthetic frame it never saw (seed 12345, a
     different seed from its training data), IoU with the exact truth at its own threshold above 0.5."""
-    if builtin.builtin_model_path() is None:
+    if bundle.builtin_model_path() is None:
         pytest.skip("no built-in weights in this checkout (scripts/train_builtin.py makes them)")
     from spermseg.data.synth import SynthConfig, render_item, scene_for
     from spermseg.inference.options import PredictOptions

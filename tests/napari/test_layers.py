@@ -117,12 +117,12 @@ def test_part_network_adds_a_parts_layer(tmp_path: Path) -> None:
 
 
 def test_refusals_and_cancel(dark_model: Path, frames, tmp_path: Path, monkeypatch) -> None:
-    from spermseg.inference import builtin
+    from spermseg.inference import bundle
 
     stack, _ = frames
     with pytest.raises(SpermsegError, match="frame rate and the pixel size"):
         segment_layers(stack, dark_model)
-    monkeypatch.setattr(builtin, "MODEL_DIR", tmp_path / "no-weights")  # an installation without built-in weights
+    monkeypatch.setattr(bundle, "BUILTIN_DIR", tmp_path / "no-weights")  # an installation without built-in weights
     with pytest.raises(SpermsegError, match="no built-in model"):
         segment_layers(stack[0])  # model="builtin"
     with pytest.raises(SpermsegError, match="model not found"):

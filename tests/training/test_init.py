@@ -54,13 +54,13 @@ def test_init_of_a_missing_source_names_it(tmp_path: Path, bad: str) -> None:
 
 
 def test_init_builtin_starts_from_the_shipped_float16_weights(tmp_path: Path, monkeypatch, capsys) -> None:
-    from spermseg.inference import builtin
+    from spermseg.inference import builtin, bundle
 
     data = make_lines_dataset(tmp_path / "data", n_groups=3, per_group=2)
     assert _train(data, tmp_path / "a") == 0
     assert main(["bundle", "--base", str(tmp_path / "a"), "--out", str(tmp_path / "bundle")]) == 0
     builtin.write_builtin(tmp_path / "bundle", tmp_path / "package", {"command": "test"})
-    monkeypatch.setattr(builtin, "MODEL_DIR", tmp_path / "package")
+    monkeypatch.setattr(bundle, "BUILTIN_DIR", tmp_path / "package")
     assert _train(data, tmp_path / "c", "--init", "builtin", "--set", "optim.lr=1e-12") == 0
     start, run = _params(tmp_path / "a"), _params(tmp_path / "c")
     assert all(torch.allclose(run[k], start[k].half().float(), atol=1e-6) for k in start)  # the float16 copy

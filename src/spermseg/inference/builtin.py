@@ -10,9 +10,11 @@ It is an ordinary single-model bundle (:mod:`spermseg.inference.bundle`) kept as
 
 It is trained only on synthetic data (``spermseg synth``), by ``scripts/train_builtin.py``, which writes the folder
 with :func:`write_builtin`. Wherever a model is named (``predict``, ``track``, ``export``, ``train --init``, the
-napari widget, :func:`spermseg.load_predictor`), the string ``builtin`` means this folder; every load verifies the
-manifest's checksum and each file's sha256 first, and a mismatch is one line saying to reinstall. A spermseg
-without the weights (they are made separately and not yet shipped) says so in one line.
+napari widget, :func:`spermseg.load_predictor`), the string ``builtin`` means this folder
+(:data:`spermseg.inference.bundle.BUILTIN_DIR`; the name, the place and the checks live with the bundle loader,
+:func:`spermseg.inference.bundle.builtin_dir`, which this module builds on): every load verifies the manifest's
+checksum and each file's sha256 first, and a mismatch is one line saying to reinstall. A spermseg without the
+weights (they are made separately and not yet shipped) says so in one line.
 
 A local folder that happens to be called ``builtin`` is still reachable as ``./builtin``.
 """
@@ -24,89 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spermseg.errors import CheckpointError, SpermsegError
-
-#: The model name that means "the model that ships with spermseg".
-BUILTIN = "builtin"
-#: Where the built-in bundle lives (package data). Tests point it elsewhere with ``monkeypatch.setattr``.
-MODEL_DIR = Path(__file__).resolve().parents[1] / "builtin"
-
-
-def is_builtin(model: object) -> bool:
-    """True for the model name ``builtin`` (the string only: ``Path("builtin")`` or ``./builtin`` is a folder)."""
-    return isinstance(model, str) and model == BUILTIN
-
-
-def builtin_model_path() -> Path | None:
-    """The built-in bundle's folder when this installation has its weights, else None (nothing is verified)."""
-    from spermseg.inference.bundle import MANIFEST
-
-    return MODEL_DIR if (MODEL_DIR / MANIFEST).is_file() else None
-
-
-def builtin_dir() -> Path:
-    """The built-in bundle's folder.
-
-    Raises:
-        SpermsegError: this installation has no built-in weights (one line, with what to pass instead).
-    """
-    from spermseg._version import __version__
-
-    path = builtin_model_path()
-    if path is None:
-        raise SpermsegError(
-            f"this spermseg ({__version__}) has no built-in model: its weights are not shipped yet "
-            "(scripts/train_builtin.py makes them); give a bundle, run directory or .onnx file instead of 'builtin'"
-        )
-    return path
-
-
-def verified_builtin_dir() -> Path:
-    """:func:`builtin_dir` after checking the manifest's checksum and every file's sha256.
-
-    Raises:
-        SpermsegError: no built-in weights.
-        CheckpointError: a file is missing or does not match its checksum (the installation is damaged).
-    """
-    from spermseg.inference.bundle import read_bundle_manifest, verify_members
-
-    path = builtin_dir()
-    try:
-        verify_members(path, read_bundle_manifest(path))
-    except CheckpointError as exc:
-        raise CheckpointError(
-            f"the built-in model failed its checksum test, so the installation is damaged; reinstall spermseg "
-            f"(pip install --force-reinstall spermseg). Details: {exc}"
-        ) from None
-    return path
-
-
-def resolve_model(model: str | Path) -> str | Path:
-    """``builtin`` -> the verified built-in folder; any other model argument unchanged."""
-    return verified_builtin_dir() if is_builtin(model) else model
-
-
-def builtin_checkpoint() -> Path:
-    """The built-in network's checkpoint (``.safetensors``; its sidecar beside it), after the checksum test.
-
-    Raises:
-        SpermsegError: no built-in weights; CheckpointError: a damaged installation.
-    """
-    from spermseg.inference.bundle import read_bundle_manifest
-
-    path = verified_builtin_dir()
-    return path / read_bundle_manifest(path)["members"][0]["file"]
-
-
-def builtin_info() -> dict[str, Any]:
-    """How the built-in model was made (``bundle.json["builtin"]``: command, data seed, version, dtype).
-
-    Raises:
-        SpermsegError: no built-in weights (see :func:`builtin_dir`).
-    """
-    from spermseg.inference.bundle import read_bundle_manifest
-
-    return dict(read_bundle_manifest(builtin_dir()).get("builtin") or {})
+from spermseg.errors import CheckpointError
 
 
 def write_builtin(bundle: str | Path, dest: str | Path, provenance: dict[str, Any]) -> Path:
@@ -118,7 +38,7 @@ def write_builtin(bundle: str | Path, dest: str | Path, provenance: dict[str, An
 
     Args:
         bundle: a bundle directory with one base model (``spermseg bundle --base RUN_DIR``).
-        dest: the folder to write (normally :data:`MODEL_DIR`).
+        dest: the folder to write (normally :data:`spermseg.inference.bundle.BUILTIN_DIR`).
         provenance: how the model was made (``command``, ``data_seed``, ...); recorded as ``bundle.json["builtin"]``
             with ``dtype`` and ``spermseg_version`` added.
 
@@ -132,7 +52,7 @@ def write_builtin(bundle: str | Path, dest: str | Path, provenance: dict[str, An
     from safetensors.torch import load_file, save_file
 
     from spermseg._version import __version__
-    from spermseg.inference.bundle import MANIFEST, manifest_digest, read_bundle_manifest, verify_members
+    from spermseg.inference.bundle import BUILTIN, MANIFEST, manifest_digest, read_bundle_manifest, verify_members
     from spermseg.utils.atomic import atomic_path, atomic_write_json
     from spermseg.utils.hashing import file_sha256
 
@@ -186,3 +106,14 @@ def _remove_earlier(dest: Path) -> None:
             (dest / name).unlink(missing_ok=True)
             (dest / name).with_suffix(".json").unlink(missing_ok=True)
     (dest / MANIFEST).unlink(missing_ok=True)
+
+
+def builtin_info() -> dict[str, Any]:
+    """How the built-in model was made (``bundle.json["builtin"]``: command, data seed, versions, dtype).
+
+    Raises:
+        SpermsegError: no built-in weights (see :func:`spermseg.inference.bundle.builtin_dir`).
+    """
+    from spermseg.inference.bundle import builtin_dir, read_bundle_manifest
+
+    return dict(read_bundle_manifest(builtin_dir(verify=False)).get("builtin") or {})

@@ -16,6 +16,9 @@ Threshold: the ensemble's (or single model's) validation t_opt from its checkpoi
 models, whose own t_opt was never measured, the mean of the members' t_opt (recorded as such); ``--threshold``
 overrides it.
 
+The built-in model (``--model builtin``) is a bundle at :data:`BUILTIN_DIR` (package data, written by
+:mod:`spermseg.inference.builtin`); :func:`builtin_dir` finds and verifies it.
+
 Loading validates the manifest before any weight is read (:func:`validate_manifest`): its own checksum (so a
 hand-edited threshold or a removed key is caught), the schema, the threshold in [0, 1], known normalizations,
 a consistent combine rule, and member paths that stay inside the bundle. Every problem is one
@@ -46,6 +49,10 @@ READABLE_FORMATS = (1, 2)
 MANIFEST = "bundle.json"
 COMBINES = ("single", "average", "ensemble")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: The model name that means "the bundle that ships with spermseg" (written by :mod:`spermseg.inference.builtin`).
+BUILTIN = "builtin"
+#: Where the built-in bundle lives (package data). Tests point it elsewhere with ``monkeypatch.setattr``.
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "builtin"
 
 
 class Predictor(nn.Module):
@@ -275,6 +282,52 @@ def _copy_member(stem: Path, meta: dict[str, Any], out: Path, name: str, role: s
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The built-in bundle: its name and place (spermseg.inference.builtin writes it)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def is_builtin(model: object) -> bool:
+    """True for the model name ``builtin`` (the string only: ``Path("builtin")`` or ``./builtin`` is a folder)."""
+    return isinstance(model, str) and model == BUILTIN
+
+
+def builtin_model_path() -> Path | None:
+    """The built-in bundle's folder when this installation has its weights, else None (nothing is verified)."""
+    return BUILTIN_DIR if (BUILTIN_DIR / MANIFEST).is_file() else None
+
+
+def builtin_dir(*, verify: bool = True) -> Path:
+    """The built-in bundle's folder, by default after checking its manifest's checksum and every file's sha256.
+
+    Raises:
+        SpermsegError: this installation has no built-in weights (one line, with what to pass instead).
+        CheckpointError: a file is missing or does not match its checksum (the installation is damaged).
+    """
+    from spermseg.errors import SpermsegError
+
+    path = builtin_model_path()
+    if path is None:
+        raise SpermsegError(
+            f"this spermseg ({__version__}) has no built-in model: its weights are not shipped yet "
+            "(scripts/train_builtin.py makes them); give a bundle, run directory or .onnx file instead of 'builtin'"
+        )
+    if verify:
+        try:
+            verify_members(path, read_bundle_manifest(path))
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"the built-in model failed its checksum test, so the installation is damaged; reinstall spermseg "
+                f"(pip install --force-reinstall spermseg). Details: {exc}"
+            ) from None
+    return path
+
+
+def resolve_model(model: str | Path) -> str | Path:
+    """``builtin`` -> the verified built-in folder; any other model argument unchanged."""
+    return builtin_dir() if is_builtin(model) else model
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -282,16 +335,14 @@ def _copy_member(stem: Path, meta: dict[str, Any], out: Path, name: str, role: s
 def load_predictor(path: str | Path, *, threshold: float | None = None) -> Predictor:
     """Load a bundle directory, a run directory, a checkpoint or ``"builtin"`` as a :class:`Predictor` (eval, CPU).
 
-    ``"builtin"`` (the string) is the model that ships with spermseg (:mod:`spermseg.inference.builtin`), checked
-    against its checksums first. A base-model run or checkpoint gives a single-model predictor; an ensembling
+    ``"builtin"`` (the string) is the model that ships with spermseg (:func:`builtin_dir`), checked against its
+    checksums first. A base-model run or checkpoint gives a single-model predictor; an ensembling
     network's run gives the full ensemble when its mask cache still names its base models.
 
     Raises:
         CheckpointError: missing files, a checksum or format mismatch, or incompatible versions (explained).
     """
-    from spermseg.inference.builtin import is_builtin, verified_builtin_dir
-
-    path = verified_builtin_dir() if is_builtin(path) else Path(path)
+    path = builtin_dir() if is_builtin(path) else Path(path)
     if (path / MANIFEST).is_file():
         predictor = _load_bundle_dir(path)
     else:

@@ -108,7 +108,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 def build_batch_fn(model: str | Path, options: PredictOptions) -> tuple[BatchFn, float]:
     """The prediction callable for ``model`` (bundle dir, run dir, checkpoint, ``.onnx`` or ``builtin``) and its
     threshold."""
-    from spermseg.inference.builtin import is_builtin
+    from spermseg.inference.bundle import is_builtin
     from spermseg.inference.postprocess import with_whole_sperm
 
     if is_builtin(model) and options.backend == "onnx":

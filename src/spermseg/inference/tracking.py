@@ -397,7 +397,7 @@ def track_source(
     else:
         if model is None:
             raise DataError("track needs --model MODEL to segment frames, or --masks DIR of existing masks")
-        from spermseg.inference.builtin import resolve_model
+        from spermseg.inference.bundle import resolve_model
 
         model = resolve_model(model)  # 'builtin' without weights fails here, before anything is written
         stack = open_stack(source, fps=fps, pixel_size=pixel_size)

@@ -19,7 +19,7 @@ from spermseg.errors import DataError, SpermsegError
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
 
-#: The model name that means "the model that ships with spermseg" (``spermseg.inference.builtin.BUILTIN``).
+#: The model name that means "the model that ships with spermseg" (``spermseg.inference.bundle.BUILTIN``).
 BUILTIN = "builtin"
 
 
@@ -29,7 +29,7 @@ def builtin_model_path() -> Path | None:
     Returns:
         A bundle directory, or None when the installed spermseg ships no built-in weights.
     """
-    from spermseg.inference.builtin import builtin_model_path as _path
+    from spermseg.inference.bundle import builtin_model_path as _path
 
     return _path()
 
@@ -41,9 +41,9 @@ def resolve_model(model: str | Path) -> Path:
         SpermsegError: ``builtin`` without a built-in model, or a path that does not exist.
     """
     if str(model) == BUILTIN:
-        from spermseg.inference.builtin import verified_builtin_dir
+        from spermseg.inference.bundle import builtin_dir
 
-        return verified_builtin_dir()  # one line when none ships or the files fail their checksums
+        return builtin_dir()  # one line when none ships or the files fail their checksums
     path = Path(model).expanduser()
     if not str(model).strip():
         raise SpermsegError("no model chosen: give a bundle directory, a run directory or an .onnx file")

@@ -382,10 +382,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("model.ensemble and model.masks go together: pass both --ensemble KIND and --masks CACHE")
     if cfg.distill.teacher:
         _validate_distill(cfg)
-    from spermseg.inference.builtin import builtin_dir, is_builtin
+    from spermseg.inference.bundle import builtin_dir, is_builtin
 
     if is_builtin(cfg.model.init) or is_builtin(cfg.distill.teacher):
-        builtin_dir()  # no built-in weights: one line now, not after minutes of data loading
+        builtin_dir(verify=False)  # no built-in weights: one line now, not after minutes of data loading
     if not cfg.model.ensemble:
         from spermseg.models import model_kwargs
 

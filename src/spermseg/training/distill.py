@@ -60,8 +60,7 @@ def teacher_digest(teacher: str | Path) -> str:
     A bundle (or ``builtin``): its manifest checksum, which covers every member's sha256 and the threshold; a run
     directory or checkpoint: the sha256 of its weights.
     """
-    from spermseg.inference.builtin import resolve_model
-    from spermseg.inference.bundle import MANIFEST, manifest_digest, read_bundle_manifest
+    from spermseg.inference.bundle import MANIFEST, manifest_digest, read_bundle_manifest, resolve_model
     from spermseg.models.checkpoints import resolve_checkpoint
     from spermseg.utils.hashing import file_sha256
 

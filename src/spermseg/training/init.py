@@ -1,7 +1,7 @@
 """Start a training run from trained weights (``spermseg train --init``): fine-tuning instead of random init.
 
 The source is a run directory (its ``best`` checkpoint), a checkpoint stem or file, a bundle directory with
-exactly one member, or ``builtin`` (the model that ships with spermseg, :mod:`spermseg.inference.builtin`).
+exactly one member, or ``builtin`` (the model that ships with spermseg, :func:`spermseg.inference.bundle.builtin_dir`).
 A bundle's files are checked against its checksums first. The network built from the run's config must have
 the same architecture (model, width, keyword arguments): weights are loaded strictly, and any mismatch is one
 clear error naming the source's architecture and the first differing tensor. Only the weights are taken;
@@ -26,11 +26,10 @@ def init_checkpoint(source: str | Path) -> Path:
     Raises:
         CheckpointError: nothing loadable there, or a bundle of several members.
     """
-    from spermseg.inference.builtin import is_builtin, verified_builtin_dir
-    from spermseg.inference.bundle import MANIFEST, read_bundle_manifest, verify_members
+    from spermseg.inference.bundle import MANIFEST, builtin_dir, is_builtin, read_bundle_manifest, verify_members
     from spermseg.models.checkpoints import resolve_checkpoint
 
-    path = verified_builtin_dir() if is_builtin(source) else Path(source)
+    path = builtin_dir() if is_builtin(source) else Path(source)
     if (path / MANIFEST).is_file():
         manifest = read_bundle_manifest(path)
         verify_members(path, manifest)
