@@ -90,7 +90,7 @@ class ReproduceConfig:
 
 
 def _cpu() -> ReproduceConfig:
-    # Sized for one 2-core CPU on spermparsing (docs/results-spermparsing.md): four families with full-resolution
+    # Sized for one 2-core CPU on spermparsing (docs/reproduce.md, "Presets"): four families with full-resolution
     # decoders (unet3p alone would cost 4 unets; FPN's stride-4 output loses thin tails; sa_unet's training step is
     # 5x slower than unet's on this CPU though it has fewer FLOPs), 3 seeds, the `cpu` training preset's levers at
     # 16 epochs instead of 100 (measured, 2 runs at a time: unet 11 min, att_unet 14, unet_pp 18-20, manet 4 a
