@@ -82,6 +82,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"bad value for '{key}': {value!r}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and value not in args:
+            # YAML 1.1 reads a bare on/off/yes/no as a boolean: give it back as the choice it was written as
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((w for w in words if w in args), value)
         if value not in args:
             raise ConfigError(f"bad value for '{key}': {value!r}; valid values: {', '.join(map(str, args))}")
         return value

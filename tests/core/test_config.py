@@ -64,3 +64,13 @@ def test_bad_overrides_are_clear(override: str, needle: str) -> None:
 def test_missing_yaml_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         resolve_config(Cfg, yaml_path=tmp_path / "nope.yaml")
+
+
+def test_on_off_choices_survive_yaml_booleans() -> None:
+    # `--set runtime.amp=off` reached the Literal check as False (YAML 1.1 reads bare off/on as booleans)
+    from spermseg.training.config import train_config
+
+    cfg = train_config("demo", overrides=["runtime.amp=off", "runtime.channels_last=on"])
+    assert cfg.runtime.amp == "off" and cfg.runtime.channels_last == "on"
+    with pytest.raises(ConfigError, match="valid values"):
+        train_config("demo", overrides=["runtime.amp=maybe"])
