@@ -10,7 +10,7 @@ The defaults are the paper's protocol (Section 6); presets:
   ``--ensemble`` the schedule becomes milestones (5, 15), batch 6 (the paper's ensembling settings).
 * ``cpu`` (``cpu-small`` is an alias): a 2-core CPU in under 30 minutes for ``unet`` on 192 images: width 16,
   random 256x256 crops (half of them centred on a sperm pixel), batch 8, logit bias at the foreground prior,
-  BCE, Adam lr 2e-3 with 2 warm-up epochs and cosine decay over 100 epochs, validation every 10 epochs;
+  BCE, Adam lr 2e-3 with 2 warm-up epochs and cosine decay over 85 epochs, validation every 10 epochs;
   bf16 on CPUs with AMX (``runtime.amp=auto``).
 * ``demo``: tiny, for a demonstration of the whole pipeline in a few minutes on 2 cores: width 4, 64x64 crops,
   4 epochs of at most 8 steps.
@@ -265,7 +265,7 @@ def _cpu() -> TrainConfig:
         data=DataConfig(crop=256, crop_foreground=0.5),
         model=ModelConfig(width=16, bias_prior=True),
         optim=OptimConfig(lr=2e-3),
-        schedule=ScheduleConfig(epochs=100, batch_size=8, name="cosine", warmup_epochs=2, milestones=()),
+        schedule=ScheduleConfig(epochs=85, batch_size=8, name="cosine", warmup_epochs=2, milestones=()),
         loss=LossConfig(name="bce"),
         validation=ValidationConfig(fraction=0.1, every=10),
     )
