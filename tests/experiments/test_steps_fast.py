@@ -25,7 +25,7 @@ MODELS = ["unet", "att_unet"]
 class FakeRep(Reproduction):
     """The pipeline with its trained parts faked: probabilities are blurred references (plus a model offset)."""
 
-    def train_all(self, runs: Any, say: Any) -> dict[tuple, dict]:
+    def train_all(self, runs: Any, say: Any, fill_from: Any = ()) -> dict[tuple, dict]:
         return {r: {"validation": {"ap": 0.5 + 0.01 * r[2]}, "threshold": 0.5, "wall_time_s": 1.0} for r in runs}
 
     def build_cache(self, splits: Any, say: Any) -> dict[str, Any]:

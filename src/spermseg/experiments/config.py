@@ -126,13 +126,14 @@ def _cpu() -> ReproduceConfig:
 
 def _demo() -> ReproduceConfig:
     # Sized for `spermseg demo` on a 2-core CPU (< 10 min in all, install included): three U-shaped families (FPN's
-    # stride-4 output loses 1-3 px tails at this budget), two seeds, width 8, one trained ensemble kind on E3, a few
-    # blur levels. Training uses the cpu preset's levers at a small budget: 480 steps of 96x96 crops (half centred
-    # on sperm), logit bias at the foreground prior, BCE (graded soft masks: what averaging and the ensemble need),
-    # cosine decay; the ensembling network starts as avg|E3 (mask_skip), since at 480 steps the paper's network
-    # is still below its own inputs (docs/ensembling.md). Measured: docs/reproduce.md, "spermseg demo".
+    # stride-4 output loses 2-3 px tails at this budget; sa_unet's step is 5x slower than unet's on a CPU), two
+    # seeds, width 8, one trained ensemble kind on E3, a few blur levels. Training uses the cpu preset's levers at a
+    # small budget: 720 steps of 96x96 crops (half centred on sperm), logit bias at the foreground prior, BCE
+    # (graded soft masks: what averaging and the ensemble need), cosine decay; the ensembling network starts as
+    # avg|E3 (mask_skip), since at this budget the paper's network is still below its own inputs
+    # (docs/ensembling.md). Measured: docs/reproduce.md, "spermseg demo".
     schedule = [
-        "schedule.epochs=40",
+        "schedule.epochs=60",
         "schedule.steps_per_epoch=12",
         "schedule.name=cosine",
         "schedule.warmup_epochs=2",
@@ -143,7 +144,7 @@ def _demo() -> ReproduceConfig:
     ]
     return ReproduceConfig(
         preset="demo",
-        models=["unet", "att_unet", "sa_unet"],
+        models=["unet", "att_unet", "unet_pp"],
         seeds=[0, 1],
         train_preset="demo",
         train_overrides=["model.width=8", *schedule, "data.crop_foreground=0.5", "model.bias_prior=true"],

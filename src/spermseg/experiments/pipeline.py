@@ -78,6 +78,24 @@ def require(module: str, what: str) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def fill_last_round(
+    todo: Sequence[tuple[str, str, int]], later: Sequence[tuple[str, str, int]], jobs: int
+) -> list[tuple[str, str, int]]:
+    """``todo`` plus the first runs of ``later`` (those not in ``todo``) that fill the last round of ``jobs`` workers.
+
+    Args:
+        todo: runs to train now (unique).
+        later: runs of a later step, in the order it would train them.
+        jobs: workers training at once.
+
+    Returns:
+        ``todo`` followed by ``(-len(todo)) % jobs`` runs of ``later`` (fewer when ``later`` has fewer).
+    """
+    spare = (-len(todo)) % max(jobs, 1)
+    extra = [r for r in dict.fromkeys(later) if r not in set(todo)][:spare]
+    return [*todo, *extra]
+
+
 class Reproduction:
     """The pipeline: config, paths and the eight step functions.
 
@@ -175,11 +193,31 @@ class Reproduction:
         )
         return res.result
 
-    def train_all(self, runs: Sequence[tuple[str, str, int]], say: Callable[[str], None]) -> dict[tuple, dict]:
-        """Train (or skip) several base runs, ``cfg.jobs`` at a time; returns ``{(model, norm, seed): result}``."""
+    def base_run_keys(self) -> list[tuple[str, str, int]]:
+        """(model, "minmax", seed) of every base run of step 3, in grid order."""
+        return [(m, "minmax", s) for m in self.cfg.models for s in self.cfg.seeds]
+
+    def train_all(
+        self,
+        runs: Sequence[tuple[str, str, int]],
+        say: Callable[[str], None],
+        fill_from: Sequence[tuple[str, str, int]] = (),
+    ) -> dict[tuple, dict]:
+        """Train (or skip) several base runs, ``cfg.jobs`` at a time; returns ``{(model, norm, seed): result}``.
+
+        Args:
+            runs: (model, normalization, seed) of the runs this step needs.
+            say: progress printer.
+            fill_from: runs a later step will need; as many of them as keep every worker busy in the last round
+                are trained now (a run's result does not depend on which process trains it, and the later step
+                then finds it finished), so that e.g. 3 normalization runs on 2 workers do not leave one idle.
+        """
         from spermseg.training.trainer import is_finished
 
         todo = [r for r in dict.fromkeys(runs) if not is_finished(self.run_dir(*r))]
+        if self.cfg.jobs > 1 and todo:
+            later = [r for r in fill_from if not is_finished(self.run_dir(*r))]
+            todo = fill_last_round(todo, later, self.cfg.jobs)
         if self.cfg.jobs > 1 and len(todo) > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
@@ -218,7 +256,7 @@ class Reproduction:
         runs: list[tuple[str, str, int]] = []
         for model in self.cfg.normalization_models or self.cfg.models:
             runs += [(model, n, s) for n in self.cfg.normalizations for s in self.cfg.normalization_seeds]
-        runs += [(m, "minmax", s) for m in self.cfg.models for s in self.cfg.seeds]
+        runs += self.base_run_keys()
         cmds: list[str] = []
         for model, norm, seed in dict.fromkeys(runs):  # unique, in order
             rd = self.run_dir(model, norm, seed)
@@ -248,7 +286,7 @@ class Reproduction:
     # -- step 3 -------------------------------------------------------------------------------------------------
     def base_runs(self) -> dict[str, Path]:
         """Cache id -> run directory of every base run (minmax)."""
-        return {f"{m}_s{s}": self.run_dir(m, "minmax", s) for m in self.cfg.models for s in self.cfg.seeds}
+        return {f"{m}_s{s}": self.run_dir(m, norm, s) for m, norm, s in self.base_run_keys()}
 
     def build_cache(self, splits: Sequence[str], say: Callable[[str], None]) -> dict[str, Any]:
         from spermseg.ensembling.mask_cache import build_cache

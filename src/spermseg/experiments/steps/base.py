@@ -31,7 +31,7 @@ def run(rep: Reproduction, ctx: StepContext) -> dict[str, Any]:
     "best_seed": {model: seed (by validation AP)}, "curves": {model: curve of the best seed}}``.
     """
     runs: dict[str, dict[str, Any]] = {}
-    done = rep.train_all([(m, "minmax", s) for m in rep.cfg.models for s in rep.cfg.seeds], ctx.log)
+    done = rep.train_all(rep.base_run_keys(), ctx.log)
     for model in rep.cfg.models:
         for seed in rep.cfg.seeds:
             r = done[(model, "minmax", seed)]

@@ -30,6 +30,7 @@ def run(rep: Reproduction, ctx: StepContext) -> dict[str, Any]:
     done = rep.train_all(
         [(m, n, s) for m in models for n in rep.cfg.normalizations for s in rep.cfg.normalization_seeds],
         ctx.log,
+        fill_from=rep.base_run_keys(),  # step 3's runs fill the pool's last round
     )
     ap: dict[str, dict[str, Any]] = {}
     for model in models:
