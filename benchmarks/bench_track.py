@@ -14,11 +14,15 @@ as it does when sperm leave and enter the field. Models (no training):
   measures what grows with the tracks (their rows, their samples, the overlay trails);
 * ``unet width 4``: an untrained PyTorch unet through the ``predict`` backend, threshold 0.99 (its near-constant
   output gives empty masks): the PyTorch side of the streaming (decoding, batches, the label stack pages).
+
+``SPERMSEG_BENCH_TRACK_CASES`` (``dark,unet`` by default) picks the cases, e.g. ``dark`` alone: the PyTorch
+side's memory against video length is also measured by bench_predict's video case.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +35,7 @@ sys.path.insert(0, str(HERE))
 from harness import Measurement, Table, bench_main  # noqa: E402
 
 SIZE = 512
+CASES = ("dark", "unet")
 
 
 def _draw(frame: int, n_sperm: int = 6):  # noqa: ANN202 - (image uint8, mask bool)
@@ -98,6 +103,9 @@ def run(quick: bool) -> str:
     sys.path.insert(0, str(HERE.parent / "tests" / "napari"))
     from napari_helpers import write_dark_detector
 
+    chosen = os.environ.get("SPERMSEG_BENCH_TRACK_CASES", "dark,unet").split(",")
+    if set(chosen) - set(CASES):
+        raise SystemExit(f"SPERMSEG_BENCH_TRACK_CASES={','.join(chosen)}: choose from {','.join(CASES)}")
     short, long = (20, 200) if quick else (200, 2000)
     parts = []
     with tempfile.TemporaryDirectory(prefix="bench_track_") as d:
@@ -107,10 +115,10 @@ def run(quick: bool) -> str:
         dark = write_dark_detector(tmp / "dark.onnx")
         videos = {n: _video(tmp, n) for n in (short, long)}
         cases = {
-            "dark detector (ONNX), six drawn sperm": (dark, []),
-            "unet width 4 (PyTorch), empty masks": (tmp / "unet", ["--set", "threshold=0.99"]),
+            "dark": ("dark detector (ONNX), six drawn sperm", dark, []),
+            "unet": ("unet width 4 (PyTorch), empty masks", tmp / "unet", ["--set", "threshold=0.99"]),
         }
-        for title, (model, extra) in cases.items():
+        for title, model, extra in (cases[c] for c in chosen):
             t = Table(f"Peak memory of track --model, {title}, {SIZE}x{SIZE}, all outputs written", unit="frame")
             peaks = []
             for n in (short, long):
