@@ -69,6 +69,11 @@ class InstanceOptions:
     #: a head's own tail starts on a segment end with at least this neck score (tip of the major axis x
     #: alignment with it, 0..1) when there is one
     neck_min: float = 0.6
+    #: skeleton forks and segment ends within this distance (px) of a head belong to it (0: 2 px for forks,
+    #: 3 px (chessboard) for ends, the first rule)
+    neck_gap_px: float = 9.0
+    #: a skeleton fork joined to a head by a segment shorter than this (px) belongs to the head (0: off)
+    stub_px: float = 10.0
     #: a seed is a head only when it holds a disk of this radius (px; its distance-transform maximum): thick
     #: midpieces and tail crossings survive the opening but are thinner than any head. ``None``: derived from the
     #: opening radius (:data:`SEED_RADIUS_RATIO` x ``head_radius``); 0 keeps every seed.

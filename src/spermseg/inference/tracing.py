@@ -137,9 +137,13 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     near_head = ndi.grey_dilation(seeds, size=(5, 5))
     # a crossing touching a head (the skeleton forks where the tail region meets the head) belongs to the head:
     # its segments end at the head
+    # a head within neck_gap_px (the segmentation often leaves a gap of a few px at the neck)
+    dist, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    reach_head = np.where(dist <= max(opt.neck_gap_px, 2 * np.sqrt(2)), seeds[iy, ix], 0)
     at_head = np.zeros(n_cross + 1, np.int64)
     if n_cross and opt.head_pass_px > 0:
-        at_head[1:] = ndi.maximum(near_head, crossings, index=np.arange(1, n_cross + 1))
+        at_head[1:] = ndi.maximum(near_head if opt.neck_gap_px <= 0 else reach_head, crossings,
+                                  index=np.arange(1, n_cross + 1))  # fmt: skip
     seg_mask = skel & ~crossing_region
     segments, n_seg = ndi.label(seg_mask, structure=_EIGHT)
     # segment end pixels: a tail *starts* at a head only with an end there; a tail passing by a head touches it
@@ -147,7 +151,10 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     seg_nb = ndi.convolve(seg_mask.astype(np.uint8), _EIGHT.astype(np.uint8), mode="constant") - 1
     ends = seg_mask & (seg_nb <= 1)
     near_crossing = ndi.grey_dilation(crossings, footprint=_EIGHT)
-    reach_head = ndi.grey_dilation(seeds, size=(7, 7))
+    if opt.neck_gap_px <= 0:
+        reach_head = ndi.grey_dilation(seeds, size=(7, 7))
+    if n_cross and opt.head_pass_px > 0 and opt.stub_px > 0:
+        _absorb_stubs(segments, near_crossing, reach_head, at_head, opt.stub_px)
     attach: dict[int, list[tuple[int, np.ndarray]]] = {}  # crossing -> [(segment, direction into it)]
     seg_nodes: dict[int, list[Any]] = {}  # segment -> nodes it touches (crossings, ("head", h), ("gap", k))
     seg_heads: dict[int, set[int]] = {}
@@ -191,6 +198,45 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         "head_axes": _head_axes(seeds),
         "lengths": lengths,
     }
+
+
+def _absorb_stubs(
+    segments: np.ndarray, near_crossing: np.ndarray, reach_head: np.ndarray, at_head: np.ndarray, stub_px: float
+) -> None:
+    """A crossing joined to a head by a stub (a segment shorter than ``stub_px``) belongs to that head.
+
+    The skeleton of the tail region often forks a few px from the head outline (the neck widens into the head),
+    so the segment from the head to the fork is a 1-5 px stub whose direction is noise: followed as the head's
+    tail it turned into whichever branch came out straightest. With the fork attached to the head, the branches
+    themselves are the head's segment ends (the neck rule picks the tail, the others pass through). Repeated
+    while it attaches more (a chain of stubs). Updates ``at_head`` (crossing -> head, 0: none) in place.
+
+    Args:
+        segments: int (H, W) segment labels.
+        near_crossing: int (H, W) crossing id touching each pixel (0: none).
+        reach_head: int (H, W) head id within reach of each pixel (0: none).
+        at_head: (n_crossings + 1,) head of each crossing.
+        stub_px: segments shorter than this (px) are stubs.
+    """
+    lengths = np.bincount(segments.ravel())
+    stub = (lengths < stub_px) & (np.arange(lengths.size) > 0)
+    on = stub[segments]
+    seg, cross, head = segments[on], near_crossing[on], reach_head[on]
+    for _ in range(3):
+        heads = np.where(head > 0, head, at_head[cross] * (cross > 0))
+        changed = False
+        for s in np.unique(seg):
+            mine = seg == s
+            hs = np.unique(heads[mine][heads[mine] > 0])
+            if hs.size != 1:  # no head, or between two heads: not a stub of one head
+                continue
+            cs = np.unique(cross[mine][cross[mine] > 0])
+            free = cs[at_head[cs] == 0]
+            if free.size:
+                at_head[free] = hs[0]
+                changed = True
+        if not changed:
+            break
 
 
 def _follow(
