@@ -78,6 +78,8 @@ class InstanceOptions:
     #: midpieces and tail crossings survive the opening but are thinner than any head. ``None``: derived from the
     #: opening radius (:data:`SEED_RADIUS_RATIO` x ``head_radius``); 0 keeps every seed.
     min_seed_radius: float | None = None
+    #: a segment that two heads both start on is split between them (geodesically) instead of going to one
+    split_shared: bool = True
     #: keep pieces without a head (free tails, heads outside the image) as sperm when long enough. Predict turns
     #: it off when a part network gives the heads (then "no head" is known, not a failed estimate): raters of
     #: whole sperm do not label such pieces, and counting them inflates the count (part network, spermparsing

@@ -19,6 +19,7 @@ behind a failed continuation) join the geodesically nearest sperm.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -355,8 +356,11 @@ def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any) -> np.ndarray:
     _gap_nodes(g, opt, partners)
     owner = np.zeros(g["n_seg"] + 1, np.int32)
     blocked = set(start.values())
+    # a segment that two heads start on runs from one head to the other (two tails meeting end to end without a
+    # fork): neither takes it whole, the watershed below splits it between them
+    shared = {s for s, n in Counter(start.values()).items() if n > 1} if opt.split_shared else set()
     for h, s0 in start.items():
-        if owner[s0]:
+        if owner[s0] or s0 in shared:
             continue
         for s in _follow(s0, partners, g["seg_nodes"], blocked - {s0}):
             # a segment ending at another head (not passing over it) is that head's business
