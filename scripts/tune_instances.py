@@ -136,7 +136,9 @@ def evaluate(args: argparse.Namespace) -> None:
     items = items[: args.limit] if args.limit else items
     pred = load_predictor(args.binary)
     vs = variants(pred.threshold, float(pred.min_head_radius or 0))
-    chosen = [v for v in vs if not args.only or any(o in v for o in args.only)]
+    # a name given in full picks that variant only; otherwise every variant containing a given substring
+    only = args.only or []
+    chosen = [v for v in vs if v in only] or [v for v in vs if not only or any(o in v for o in only)]
     extra: dict[str, Any] = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.opt)}
     extra = {
         k: int(v) if k in ("min_area", "min_head_area", "head_radius", "direction_px") else v for k, v in extra.items()

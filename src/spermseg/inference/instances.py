@@ -17,10 +17,11 @@ network, or heads estimated from the full mask alone):
   Free tail ends that continue each other straight across at most ``gap_px`` px are joined (a tail broken by
   the segmentation). Tail pixels then take the label of the nearest traced skeleton pixel.
 
-Seeds: connected parts of the head mask of at least ``min_head_area`` px; touching heads are split at the saddle
-of their distance transform (markers: plateaus of an h-dome reconstruction, ``h = 2`` px). Without a head mask,
-heads are estimated as the morphological opening of the full mask with a disk of ``head_radius`` px (tails are
-~4 px wide at the spermparsing scale, heads ~26 px).
+Seeds: connected parts of the head mask of at least ``min_head_area`` px that hold a disk of ``min_seed_radius``
+px (default 1.6 x ``head_radius`` = 8 px: a thick midpiece or a tail crossing survives the opening but is thinner
+than any head); touching heads are split at the saddle of their distance transform (markers: plateaus of an h-dome
+reconstruction, ``h = 2`` px). Without a head mask, heads are estimated as the morphological opening of the full
+mask with a disk of ``head_radius`` px (tails are ~4 px wide at the spermparsing scale, heads ~26 px).
 
 Headless pieces: a foreground component without a head joins the nearest sperm when it lies within
 ``join_distance`` px of it (a tail broken by the segmentation), else it is a candidate headless sperm.
@@ -70,7 +71,8 @@ class InstanceOptions:
     #: alignment with it, 0..1) when there is one
     neck_min: float = 0.6
     #: skeleton forks and segment ends within this distance (px) of a head belong to it (0: 2 px for forks,
-    #: 3 px (chessboard) for ends, the first rule)
+    #: 3 px (chessboard) for ends, the first rule). This and the next three rules were chosen on the 20
+    #: spermparsing validation images (docs/instances.md, "Where PQ is lost": PQ 0.521 -> 0.604)
     neck_gap_px: float = 9.0
     #: a skeleton fork joined to a head by a segment shorter than this (px) belongs to the head (0: off)
     stub_px: float = 10.0

@@ -7,14 +7,17 @@ Each segment end that touches a crossing gets an outward direction (from the mea
 greedily by the smallest turn (at most ``max_turn_deg``): pairing per crossing rather than per sperm makes the
 result independent of the order in which sperm are traced.
 
-Heads are nodes as well (:func:`_head_nodes`): crossings touching a head and segment ends within 3 px of it are
-attached to the head (the skeleton forks where the tail region meets the head's outline). A sperm's own tail
+Heads are nodes as well (:func:`_head_nodes`): crossings and segment ends within ``neck_gap_px`` of a head, and
+crossings joined to a head by a stub shorter than ``stub_px`` (:func:`_absorb_stubs`), are attached to the head
+(the skeleton forks where the tail region meets the head's outline, and the segmentation often leaves a gap of a
+few px at the neck). A sperm's own tail
 starts on the attached segment end at its neck: not part of a pass-through pair, at least ``direction_px`` long,
 with a neck score (:func:`_neck_score`) of at least ``neck_min`` when one has it, the longest such. The other
 ends are paired straight through the head (a tail over another sperm's head is cut by it). Free segment ends that
 continue each other across at most ``gap_px`` px are paired too (:func:`_gap_nodes`). A sperm follows the pairs
-from its start until a free end, never into another head's own tail. Segments reached by no head (spurs, pieces
-behind a failed continuation) join the geodesically nearest sperm.
+from its start until a free end, never into another head's own tail. A segment that two heads start on (two
+tails meeting end to end) goes to neither whole (``split_shared``). Segments reached by no head (spurs, pieces
+behind a failed continuation, shared segments) join the geodesically nearest sperm.
 """
 
 from __future__ import annotations
