@@ -48,9 +48,12 @@ def cache(args: argparse.Namespace) -> None:
 
     sets = _sets(args.binary, args.data)
     args.out.mkdir(parents=True, exist_ok=True)
+    if (args.out / "sets.json").exists():  # an existing cache keeps its sets (it may hold more than val / test)
+        sets = {**sets, **json.loads((args.out / "sets.json").read_text())}
     (args.out / "sets.json").write_text(json.dumps(sets, indent=1))
     opts = PredictOptions(batch_size=1, device="cpu", min_head_radius=0.0)
-    fns = {tag: build_batch_fn(run, opts)[0] for tag, run in (("binary", args.binary), ("parts", args.parts))}
+    runs = {"binary": args.binary, "parts": args.parts}
+    fns = {tag: build_batch_fn(runs[tag], opts)[0] for tag in args.models}
     for name in args.sets:
         for split, stem in sets[name]:
             for tag, fn in fns.items():
@@ -133,8 +136,10 @@ def evaluate(args: argparse.Namespace) -> None:
     items = items[: args.limit] if args.limit else items
     pred = load_predictor(args.binary)
     vs = variants(pred.threshold, float(pred.min_head_radius or 0))
-    chosen = [v for v in vs if not args.only or any(o in v for o in args.only)]
-    extra = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.opt)}
+    # a name given in full picks that variant only; otherwise every variant containing a given substring
+    only = args.only or []
+    chosen = [v for v in vs if v in only] or [v for v in vs if not only or any(o in v for o in only)]
+    extra: dict[str, Any] = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.opt)}
     extra = {
         k: int(v) if k in ("min_area", "min_head_area", "head_radius", "direction_px") else v for k, v in extra.items()
     }
@@ -168,6 +173,7 @@ def main(argv: list[str] | None = None) -> Any:
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--sets", nargs="+", default=["val", "test"])
+    c.add_argument("--models", nargs="+", default=["binary", "parts"], choices=["binary", "parts"])
     e = sub.add_parser("eval")
     e.add_argument("--cache", type=Path, required=True)
     e.add_argument("--binary", type=Path, required=True, help="the binary run (threshold, whole-sperm radius)")

@@ -17,10 +17,11 @@ network, or heads estimated from the full mask alone):
   Free tail ends that continue each other straight across at most ``gap_px`` px are joined (a tail broken by
   the segmentation). Tail pixels then take the label of the nearest traced skeleton pixel.
 
-Seeds: connected parts of the head mask of at least ``min_head_area`` px; touching heads are split at the saddle
-of their distance transform (markers: plateaus of an h-dome reconstruction, ``h = 2`` px). Without a head mask,
-heads are estimated as the morphological opening of the full mask with a disk of ``head_radius`` px (tails are
-~4 px wide at the spermparsing scale, heads ~26 px).
+Seeds: connected parts of the head mask of at least ``min_head_area`` px that hold a disk of ``min_seed_radius``
+px (default 1.6 x ``head_radius`` = 8 px: a thick midpiece or a tail crossing survives the opening but is thinner
+than any head); touching heads are split at the saddle of their distance transform (markers: plateaus of an h-dome
+reconstruction, ``h = 2`` px). Without a head mask, heads are estimated as the morphological opening of the full
+mask with a disk of ``head_radius`` px (tails are ~4 px wide at the spermparsing scale, heads ~26 px).
 
 Headless pieces: a foreground component without a head joins the nearest sperm when it lies within
 ``join_distance`` px of it (a tail broken by the segmentation), else it is a candidate headless sperm.
@@ -43,6 +44,10 @@ Method = Literal["skeleton", "watershed", "components"]
 _EIGHT = np.ones((3, 3), dtype=bool)
 #: Touching heads are split when the distance transform dips by at least this many px between their centres.
 SPLIT_DEPTH = 2.0
+#: Default thinnest head seed, in units of the opening radius ``head_radius``: 1.6 x 5 = 8 px at the spermparsing
+#: scale, where the training labels' whole-sperm radius (midway between the thickest tails and the thinnest
+#: heads, ``best.json["whole_sperm"]["min_head_radius"]``) is 8.3 px (docs/instances.md).
+SEED_RADIUS_RATIO = 1.6
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,18 @@ class InstanceOptions:
     #: a head's own tail starts on a segment end with at least this neck score (tip of the major axis x
     #: alignment with it, 0..1) when there is one
     neck_min: float = 0.6
+    #: skeleton forks and segment ends within this distance (px) of a head belong to it (0: 2 px for forks,
+    #: 3 px (chessboard) for ends, the first rule). This and the next three rules were chosen on the 20
+    #: spermparsing validation images (docs/instances.md, "Where PQ is lost": PQ 0.521 -> 0.604)
+    neck_gap_px: float = 9.0
+    #: a skeleton fork joined to a head by a segment shorter than this (px) belongs to the head (0: off)
+    stub_px: float = 10.0
+    #: a seed is a head only when it holds a disk of this radius (px; its distance-transform maximum): thick
+    #: midpieces and tail crossings survive the opening but are thinner than any head. ``None``: derived from the
+    #: opening radius (:data:`SEED_RADIUS_RATIO` x ``head_radius``); 0 keeps every seed.
+    min_seed_radius: float | None = None
+    #: a segment that two heads both start on is split between them (geodesically) instead of going to one
+    split_shared: bool = True
     #: keep pieces without a head (free tails, heads outside the image) as sperm when long enough. Predict turns
     #: it off when a part network gives the heads (then "no head" is known, not a failed estimate): raters of
     #: whole sperm do not label such pieces, and counting them inflates the count (part network, spermparsing
@@ -80,12 +97,13 @@ def estimate_heads(full: np.ndarray, radius: int = 5) -> np.ndarray:
     return cv2.morphologyEx(np.asarray(full, np.uint8), cv2.MORPH_OPEN, k).astype(bool)
 
 
-def head_seeds(head: np.ndarray, min_head_area: int = 150) -> np.ndarray:
+def head_seeds(head: np.ndarray, min_head_area: int = 150, min_radius: float = 0.0) -> np.ndarray:
     """One label per head (int32 (H, W)); touching heads are split at their distance-transform saddle.
 
     Args:
         head: (H, W) bool head mask.
         min_head_area: head parts smaller than this are not seeds.
+        min_radius: seeds whose distance-transform maximum (inscribed radius, px) is below this are not heads.
     """
     from scipy import ndimage as ndi
     from skimage.morphology import local_maxima, reconstruction
@@ -102,9 +120,17 @@ def head_seeds(head: np.ndarray, min_head_area: int = 150) -> np.ndarray:
     seeds = watershed(-dist, markers, mask=head, connectivity=2)
     # a head part without any marker (tiny) keeps no seed; then drop small seeds
     areas = np.bincount(seeds.ravel())
-    small = np.nonzero(areas < min_head_area)[0]
+    small = areas < min_head_area
+    if min_radius > 0 and seeds.max() > 0:
+        small[1:] |= ndi.maximum(dist, seeds, index=np.arange(1, seeds.max() + 1)) < min_radius
+    small = np.nonzero(small)[0]
     seeds[np.isin(seeds, small[small > 0])] = 0
     return _relabel(seeds)
+
+
+def seed_radius(opt: InstanceOptions) -> float:
+    """The thinnest head seed of ``opt`` in px (``min_seed_radius``, or :data:`SEED_RADIUS_RATIO` x ``head_radius``)."""
+    return SEED_RADIUS_RATIO * opt.head_radius if opt.min_seed_radius is None else float(opt.min_seed_radius)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
@@ -141,7 +167,7 @@ def separate_instances(
         labels, n = ndi.label(full, structure=_EIGHT)
         return relabel_sequential(_drop_small(labels, np.ones(n + 1, bool), opt))  # area rule only
     head = estimate_heads(full, opt.head_radius) if head is None else (np.asarray(head, bool) & full)
-    seeds = head_seeds(head, opt.min_head_area)
+    seeds = head_seeds(head, opt.min_head_area, seed_radius(opt))
     if opt.method == "watershed":
         labels = watershed(np.zeros(full.shape, np.uint8), seeds, mask=full, connectivity=2).astype(np.int32)
     else:

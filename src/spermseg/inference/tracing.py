@@ -7,18 +7,22 @@ Each segment end that touches a crossing gets an outward direction (from the mea
 greedily by the smallest turn (at most ``max_turn_deg``): pairing per crossing rather than per sperm makes the
 result independent of the order in which sperm are traced.
 
-Heads are nodes as well (:func:`_head_nodes`): crossings touching a head and segment ends within 3 px of it are
-attached to the head (the skeleton forks where the tail region meets the head's outline). A sperm's own tail
+Heads are nodes as well (:func:`_head_nodes`): crossings and segment ends within ``neck_gap_px`` of a head, and
+crossings joined to a head by a stub shorter than ``stub_px`` (:func:`_absorb_stubs`), are attached to the head
+(the skeleton forks where the tail region meets the head's outline, and the segmentation often leaves a gap of a
+few px at the neck). A sperm's own tail
 starts on the attached segment end at its neck: not part of a pass-through pair, at least ``direction_px`` long,
 with a neck score (:func:`_neck_score`) of at least ``neck_min`` when one has it, the longest such. The other
 ends are paired straight through the head (a tail over another sperm's head is cut by it). Free segment ends that
 continue each other across at most ``gap_px`` px are paired too (:func:`_gap_nodes`). A sperm follows the pairs
-from its start until a free end, never into another head's own tail. Segments reached by no head (spurs, pieces
-behind a failed continuation) join the geodesically nearest sperm.
+from its start until a free end, never into another head's own tail. A segment that two heads start on (two
+tails meeting end to end) goes to neither whole (``split_shared``). Segments reached by no head (spurs, pieces
+behind a failed continuation, shared segments) join the geodesically nearest sperm.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -137,9 +141,13 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     near_head = ndi.grey_dilation(seeds, size=(5, 5))
     # a crossing touching a head (the skeleton forks where the tail region meets the head) belongs to the head:
     # its segments end at the head
+    # a head within neck_gap_px (the segmentation often leaves a gap of a few px at the neck)
+    dist, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    reach_head = np.where(dist <= max(opt.neck_gap_px, 2 * np.sqrt(2)), seeds[iy, ix], 0)
     at_head = np.zeros(n_cross + 1, np.int64)
     if n_cross and opt.head_pass_px > 0:
-        at_head[1:] = ndi.maximum(near_head, crossings, index=np.arange(1, n_cross + 1))
+        at_head[1:] = ndi.maximum(near_head if opt.neck_gap_px <= 0 else reach_head, crossings,
+                                  index=np.arange(1, n_cross + 1))  # fmt: skip
     seg_mask = skel & ~crossing_region
     segments, n_seg = ndi.label(seg_mask, structure=_EIGHT)
     # segment end pixels: a tail *starts* at a head only with an end there; a tail passing by a head touches it
@@ -147,7 +155,10 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
     seg_nb = ndi.convolve(seg_mask.astype(np.uint8), _EIGHT.astype(np.uint8), mode="constant") - 1
     ends = seg_mask & (seg_nb <= 1)
     near_crossing = ndi.grey_dilation(crossings, footprint=_EIGHT)
-    reach_head = ndi.grey_dilation(seeds, size=(7, 7))
+    if opt.neck_gap_px <= 0:
+        reach_head = ndi.grey_dilation(seeds, size=(7, 7))
+    if n_cross and opt.head_pass_px > 0 and opt.stub_px > 0:
+        _absorb_stubs(segments, near_crossing, reach_head, at_head, opt.stub_px)
     attach: dict[int, list[tuple[int, np.ndarray]]] = {}  # crossing -> [(segment, direction into it)]
     seg_nodes: dict[int, list[Any]] = {}  # segment -> nodes it touches (crossings, ("head", h), ("gap", k))
     seg_heads: dict[int, set[int]] = {}
@@ -191,6 +202,45 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         "head_axes": _head_axes(seeds),
         "lengths": lengths,
     }
+
+
+def _absorb_stubs(
+    segments: np.ndarray, near_crossing: np.ndarray, reach_head: np.ndarray, at_head: np.ndarray, stub_px: float
+) -> None:
+    """A crossing joined to a head by a stub (a segment shorter than ``stub_px``) belongs to that head.
+
+    The skeleton of the tail region often forks a few px from the head outline (the neck widens into the head),
+    so the segment from the head to the fork is a 1-5 px stub whose direction is noise: followed as the head's
+    tail it turned into whichever branch came out straightest. With the fork attached to the head, the branches
+    themselves are the head's segment ends (the neck rule picks the tail, the others pass through). Repeated
+    while it attaches more (a chain of stubs). Updates ``at_head`` (crossing -> head, 0: none) in place.
+
+    Args:
+        segments: int (H, W) segment labels.
+        near_crossing: int (H, W) crossing id touching each pixel (0: none).
+        reach_head: int (H, W) head id within reach of each pixel (0: none).
+        at_head: (n_crossings + 1,) head of each crossing.
+        stub_px: segments shorter than this (px) are stubs.
+    """
+    lengths = np.bincount(segments.ravel())
+    stub = (lengths < stub_px) & (np.arange(lengths.size) > 0)
+    on = stub[segments]
+    seg, cross, head = segments[on], near_crossing[on], reach_head[on]
+    for _ in range(3):
+        heads = np.where(head > 0, head, at_head[cross] * (cross > 0))
+        changed = False
+        for s in np.unique(seg):
+            mine = seg == s
+            hs = np.unique(heads[mine][heads[mine] > 0])
+            if hs.size != 1:  # no head, or between two heads: not a stub of one head
+                continue
+            cs = np.unique(cross[mine][cross[mine] > 0])
+            free = cs[at_head[cs] == 0]
+            if free.size:
+                at_head[free] = hs[0]
+                changed = True
+        if not changed:
+            break
 
 
 def _follow(
@@ -309,8 +359,11 @@ def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any) -> np.ndarray:
     _gap_nodes(g, opt, partners)
     owner = np.zeros(g["n_seg"] + 1, np.int32)
     blocked = set(start.values())
+    # a segment that two heads start on runs from one head to the other (two tails meeting end to end without a
+    # fork): neither takes it whole, the watershed below splits it between them
+    shared = {s for s, n in Counter(start.values()).items() if n > 1} if opt.split_shared else set()
     for h, s0 in start.items():
-        if owner[s0]:
+        if owner[s0] or s0 in shared:
             continue
         for s in _follow(s0, partners, g["seg_nodes"], blocked - {s0}):
             # a segment ending at another head (not passing over it) is that head's business
