@@ -108,3 +108,19 @@ def test_predict_probs_defaults_to_float32_and_bf16_is_close_but_not_equal() -> 
         direct = torch.sigmoid(model(normalize(torch.from_numpy(images)[:, None], "minmax")))[:, 0].numpy()
     assert np.allclose(fp32, direct, atol=1e-6)
     assert not np.array_equal(bf16, fp32) and np.abs(bf16 - fp32).max() < 0.05
+
+
+def test_predict_probs_accepts_device_auto() -> None:
+    """`device="auto"` (the reproduce config's default) picks a device instead of failing in torch.device: the
+    raters, blur and qualitative steps of `reproduce --preset cpu` failed on it."""
+    import torch
+
+    from spermseg.inference.forward import predict_probs
+    from spermseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("unet", width=4).eval()
+    images = [np.random.default_rng(0).random((32, 32), dtype=np.float32)]
+    auto = predict_probs(model, images, "minmax", device="auto")
+    cpu = predict_probs(model, images, "minmax", device="cpu")
+    np.testing.assert_array_equal(auto, cpu)

@@ -143,7 +143,9 @@ def predict_probs(
 
     from spermseg.data.transforms import normalize
 
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    from spermseg.utils.device import resolve_device
+
+    dev = device if isinstance(device, torch.device) else resolve_device(device)  # 'auto' too
     imgs = _as_list(images, "predict_probs images")
     mask_list = _as_list(masks, "predict_probs masks") if masks is not None else None
     if mask_list is not None and len(mask_list) != len(imgs):
