@@ -142,7 +142,6 @@ def predict_probs(
     import torch
 
     from spermseg.data.transforms import normalize
-
     from spermseg.utils.device import resolve_device
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)  # 'auto' too
