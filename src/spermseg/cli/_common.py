@@ -23,6 +23,13 @@ def add_json_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-out", default=None, metavar="FILE", help="also write the JSON result to FILE")
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out RUN_DIR``, ``--seed`` and ``--resume``: the same flags in every command that writes a training run."""
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed, 0)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+
+
 def emit_json(args: argparse.Namespace, result: Any) -> bool:
     """Write ``result`` to ``--json-out`` (atomically) and print it with ``--json`` (NaN as null).
 

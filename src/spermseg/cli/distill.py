@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from spermseg.cli._common import unit_float
+from spermseg.cli._common import add_run_arguments, unit_float
 
 HELP = "train one small network on a teacher's soft masks (knowledge distillation; labels optional)"
 EXAMPLE = "spermseg distill --teacher bundles/e3 --student unet --width 8 --data ROOT --out runs/student --preset cpu"
@@ -31,9 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--student", default="unet", metavar="NAME", help="student network (spermseg models)")
     parser.add_argument("--width", type=int, default=None, metavar="W", help="student width (default: the preset's)")
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed, 0)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    add_run_arguments(parser)
     parser.add_argument(
         "--label-weight",
         type=unit_float,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from spermseg.cli._common import add_alias, add_set_argument
+from spermseg.cli._common import add_alias, add_run_arguments, add_set_argument
 
 HELP = "train one base model or ensembling network (the paper's protocol by default)"
 EXAMPLE = "spermseg train --data data/segsperm --model unet --out runs/unet/seed0 --preset cpu"
@@ -47,9 +47,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--model", default=None, help="base model name (see 'spermseg models'); default: unet")
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed, 0)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    add_run_arguments(parser)
     parser.add_argument(
         "--init",
         default=None,
