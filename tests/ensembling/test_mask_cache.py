@@ -250,3 +250,34 @@ def test_a_rebuild_after_a_killed_write_leaves_no_temporary_file(setup: dict[str
     rebuilt = build_cache([setup["r0"]], setup["data"], ["test"], cache, device="cpu")
     assert rebuilt["last_build"]["built"] == [f"{entry_dir.name}/test"]
     assert not any(path.exists() for path in debris)
+
+
+def test_a_split_with_the_same_pixels_is_copied_not_recomputed(tmp_path: Path) -> None:
+    """test_small holds test's images with more raters: its entries are copied from test's, scored on its own refs."""
+    import shutil
+
+    from spermseg.data.io import write_mask
+
+    data = write_dataset(tmp_path / "data", seed=2)
+    shutil.copytree(data / "test" / "images", data / "test_small" / "images")
+    for f in sorted((data / "test" / "GT1_full").iterdir()):
+        write_mask(data / "test_small" / "GT1_full" / f.name, np.zeros((SIZE, SIZE), bool) | (np.arange(SIZE) < 3))
+    r0 = make_run(tmp_path / "runs" / "a", 0)
+    cache = tmp_path / "cache"
+    manifest = build_cache([r0], data, ["test", "test_small"], cache, device="cpu")
+    entries = manifest["models"]["a"]["entries"]
+    assert entries["test_small"]["copied_from"] == entries["test"]["file"]
+    assert "copied_from" not in entries["test"]
+    _, a = load_cached_masks(cache, "test", ["a"])
+    _, b = load_cached_masks(cache, "test_small", ["a"])
+    np.testing.assert_array_equal(a, b)
+    assert entries["test_small"]["metrics"] != entries["test"]["metrics"]  # its own references
+
+    # different pixels (one image changed): computed, not copied
+    img = sorted((data / "test_small" / "images").iterdir())[0]
+    from spermseg.data.io import read_image, write_image
+
+    write_image(img, np.clip(read_image(img) * 0.5, 0, 1))
+    manifest = build_cache([r0], data, ["test", "test_small"], cache, device="cpu")
+    assert manifest["last_build"]["built"] == ["a/test_small"]
+    assert "copied_from" not in manifest["models"]["a"]["entries"]["test_small"]

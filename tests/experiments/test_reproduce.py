@@ -235,3 +235,25 @@ def test_demo_command_with_tiny_training(tmp_path: Path, capsys: pytest.CaptureF
     html = (tmp_path / "demo/report.html").read_text()
     for needle in ("Table 2 (top)", "Table 4: IoU_opt, tail", "Fig. 12", "Fig. 14", "Fig. 6"):
         assert needle in html, needle
+
+
+@pytest.mark.slow
+def test_ensembles_trained_two_at_a_time_equal_those_trained_one_after_another(tmp_path: Path) -> None:
+    """jobs=2 trains the ensembles in worker processes; the weights must be those of the in-process runs."""
+    import shutil
+
+    from spermseg.cli import main
+
+    data = make_sperm_dataset(tmp_path / "data")
+    a, b = tmp_path / "a", tmp_path / "b"
+    extra = ["--set", f"ensemble_overrides={json.dumps(TINY_TRAIN)}", "--set", "ensemble_seeds=[0,1]"]
+    run = ["--set", "threads=1"]
+    assert main(_reproduce_cmd(data, a, "base,ensembles")[3:] + extra + run + ["--set", "jobs=2"]) == 0
+    shutil.copytree(a, b)
+    shutil.rmtree(b / "runs" / "ensembles")
+    shutil.rmtree(b / "steps" / "ensembles")
+    assert main(_reproduce_cmd(data, b, "ensembles")[3:] + extra + run + ["--set", "jobs=1"]) == 0
+    weights = sorted((a / "runs" / "ensembles").rglob("best.safetensors"))
+    assert len(weights) == 2
+    for w in weights:
+        assert w.read_bytes() == (b / w.relative_to(a)).read_bytes(), w

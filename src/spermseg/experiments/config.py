@@ -90,19 +90,19 @@ class ReproduceConfig:
 
 
 def _cpu() -> ReproduceConfig:
-    # Sized for one 2-core CPU on spermparsing (docs/reproduce.md, "Presets"): four families with full-resolution
-    # decoders (unet3p alone would cost 4 unets; FPN's stride-4 output loses thin tails; sa_unet's training step is
-    # 5x slower than unet's on this CPU though it has fewer FLOPs), 3 seeds, the `cpu` training preset's levers at
-    # 16 epochs instead of 100 (measured, 2 runs at a time: unet 11 min, att_unet 14, unet_pp 18-20, manet 4 a
-    # run), both trained kinds on E1 and E3 with 3 seeds each (width 8, 192 crops, 12 epochs; at width 16 the
-    # twelve runs alone would take over an hour, as the ensembles train one after another), starting as avg
-    # (mask_skip: at this budget the paper's network is still below its own inputs, docs/ensembling.md), Fig. 9 on
-    # unet only, 4 blur levels. Two base runs at a time with one thread each: OpenMP threads spin-wait on shared
-    # cores.
+    # Sized for one 2-core CPU on spermparsing in under 2 hours (docs/reproduce.md, "Presets";
+    # docs/results-spermparsing.md, "What it cost"): four families, three U-shaped with full-resolution decoders and
+    # FPN, whose stride-4 output is weaker on thin tails but whose training step is 4x cheaper than unet's (unet_pp
+    # cost a third of the whole run: 21 min a run; unet3p would cost 4 unets; sa_unet's training step is 5x slower
+    # than unet's on this CPU though it has fewer FLOPs), 3 seeds, the `cpu` training preset's levers at 16 epochs
+    # instead of 85, both trained kinds on E1 and E3 with 3 seeds each (width 8, 192 crops, 12 epochs), starting as
+    # avg (mask_skip: at this budget the paper's network is still below its own inputs, docs/ensembling.md), Fig. 9
+    # on unet only, 4 blur levels. Two runs (base or ensemble) at a time with one thread each: OpenMP threads
+    # spin-wait on shared cores; the one-process steps (cache, scoring, figures) use threads x jobs.
     base = ["schedule.epochs=16", "validation.every=4"]
     return ReproduceConfig(
         preset="cpu",
-        models=["unet", "att_unet", "unet_pp", "manet"],
+        models=["unet", "att_unet", "manet", "fpn"],
         seeds=[0, 1, 2],
         train_preset="cpu",
         train_overrides=base,

@@ -229,7 +229,9 @@ class Reproduction:
                 for r, fut in futures.items():
                     res = fut.result()
                     say(f"  {r[0]} ({r[1]}, seed {r[2]}): val AP {(res.get('validation') or {}).get('ap')}")
-        return {r: self.train_base(*r, say) for r in runs}
+        results = {r: self.train_base(*r, say) for r in runs}
+        set_main_threads(self.cfg)  # a run trained in this process set torch's threads to the per-run count
+        return results
 
     def featured(self) -> tuple[str, str]:
         kind, sel = self.cfg.featured_ensemble.split("|", 1)
@@ -392,6 +394,15 @@ class Reproduction:
 
             preds[f"{kind}|{sel}"] = ens_fn
         return preds
+
+
+def set_main_threads(cfg: ReproduceConfig) -> None:
+    """Torch threads of the main process: ``threads`` per worker x ``jobs`` workers (what the run may use), so the
+    steps that run in one process (cache, scoring, figures) use every core granted; unchanged when threads=0."""
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads * cfg.jobs)
 
 
 def _train_worker(cfg: ReproduceConfig, out_dir: str, model: str, norm: str, seed: int) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from spermseg.experiments.config import (  # noqa: F401 - re-exported: the names
     reproduce_config,
     validate,
 )
-from spermseg.experiments.pipeline import Reproduction, find_sequence, score_with_curve  # noqa: F401
+from spermseg.experiments.pipeline import Reproduction, find_sequence, score_with_curve, set_main_threads  # noqa: F401
 from spermseg.experiments.runner import StepRecord, StepRunner
 from spermseg.experiments.steps import build_steps
 from spermseg.utils.atomic import atomic_write_json
@@ -99,10 +99,7 @@ def run_reproduce(
                 f"see {saved}); use another --out, or --force STEP to redo the affected steps"
             )
     save_config(cfg, saved)
-    if cfg.threads > 0:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
+    set_main_threads(cfg)
     pipe = Reproduction(cfg, out, log=log)
     runner = StepRunner(out, build_steps(pipe), log=log)
     records = runner.run(steps, force=force)

@@ -42,32 +42,47 @@ def run(rep: Reproduction, ctx: StepContext) -> dict[str, Any]:
     manifest = rep.build_cache(splits, ctx.log)
     selections = all_selections(manifest, rank_on=rep.cfg.rank_on)
     run_dirs: dict[str, list[str]] = {}
+    jobs: list[dict[str, Any]] = []
     for kind in rep.cfg.ensemble_kinds:
         for sel in rep.cfg.selections:
             for seed in rep.cfg.ensemble_seeds:
                 rd = rep.ensemble_run_dir(kind, sel, seed)
                 if not (rd / "result.json").is_file():
                     ctx.log(f"training {kind}|{sel} seed {seed} on {', '.join(selections[sel].model_ids)}")
-                train_ensemble(
-                    rep.cache_dir,
-                    kind,
-                    rd,
-                    select=sel,
-                    rank_on=rep.cfg.rank_on,
-                    data_root=rep.root,
-                    seed=seed,
-                    preset=rep.cfg.train_preset,
-                    overrides=[
-                        *rep.cfg.ensemble_overrides,
-                        "runtime.progress=false",
-                        "runtime.tensorboard=false",
-                        "data.test_split=",
-                    ],
-                    device=rep.cfg.device,
-                    resume=True,
-                    log=ctx.log,
+                jobs.append(
+                    {
+                        "cache": rep.cache_dir,
+                        "kind": kind,
+                        "out": rd,
+                        "select": sel,
+                        "rank_on": rep.cfg.rank_on,
+                        "data_root": rep.root,
+                        "seed": seed,
+                        "preset": rep.cfg.train_preset,
+                        "overrides": [
+                            *rep.cfg.ensemble_overrides,
+                            "runtime.progress=false",
+                            "runtime.tensorboard=false",
+                            "data.test_split=",
+                        ],
+                        "device": rep.cfg.device,
+                        "resume": True,
+                    }
                 )
                 run_dirs.setdefault(f"{kind}|{sel}", []).append(str(rd))
+    todo = [j for j in jobs if not (Path(j["out"]) / "result.json").is_file()]
+    if rep.cfg.jobs > 1 and len(todo) > 1:
+        # Like the base runs: ``jobs`` worker processes with ``threads`` torch threads each (results do not depend
+        # on it); on a 2-core CPU two 1-thread runs at a time finish the twelve sooner than one 2-thread run.
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx.log(f"training {len(todo)} ensembles, {rep.cfg.jobs} at a time")
+        with ProcessPoolExecutor(rep.cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
+            for fut in [pool.submit(_train_worker, rep.cfg.threads, j) for j in todo]:
+                fut.result()
+    for j in jobs:
+        train_ensemble(**j, log=ctx.log)  # trains what is left; a finished run returns its result
     all_runs = [r for rs in run_dirs.values() for r in rs]
     ev = evaluate_ensembles(
         rep.cache_dir,
@@ -112,6 +127,17 @@ def run(rep: Reproduction, ctx: StepContext) -> dict[str, Any]:
         "best_base": selections["E2"].architectures[0],
         "headline": headline(ev, rep.cfg.featured_ensemble, rep.cfg.rater),
     }
+
+
+def _train_worker(threads: int, kwargs: dict[str, Any]) -> None:
+    """One ensemble run in a worker process."""
+    from spermseg.ensembling.ensemble_training import train_ensemble
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    train_ensemble(**kwargs)
 
 
 def section(res: dict[str, Any], ctx: ReportContext) -> list[Table | Figure | str]:
