@@ -24,7 +24,11 @@ Definitions (``dt`` the frame interval, ``T`` the elapsed time of the path):
 * **beat_hz** (flagellar beat frequency): the dominant frequency of a tail-shape angle over time
   (:func:`beat_frequency`): linearly detrended (slow turning), Hann window, zero-padded FFT peak with parabolic
   interpolation, searched in ``[beat_min_hz, min(beat_max_hz, Nyquist)]``; 0.0 when the angle's oscillation is
-  smaller than ``beat_min_amplitude_rad`` (no beat: an immotile tail), NaN when there are too few samples.
+  smaller than ``beat_min_amplitude_rad`` (no beat: an immotile tail), NaN when there are too few samples. Frames
+  whose traced tail is shorter than ``beat_min_tail_fraction`` x the track's median tail length are left out
+  (interpolated): there the tail was cut at a crossing or lost to another sperm, and its "tip" is not the tip; a
+  running median over ``beat_detrend_s`` (1 s) is subtracted too, for the stretches where a wrong tail end was
+  traced for several frames (level shifts); beats slower than about 1 Hz are weakened by it (set 0 for them).
 * **class** (:func:`classify`): WHO 6th ed. grades with configurable thresholds: ``immotile`` (no tail beat and
   VCL below ``immotile_max_vcl_um_s``), ``progressive`` (active and VAP >= ``progressive_min_vap_um_s``,
   the 6th edition's 5 um/s lower bound of grade b, and STR >= ``progressive_min_str``), else ``non-progressive``.
@@ -67,6 +71,9 @@ class KinematicsConfig:
     beat_min_hz: float = 0.5
     beat_max_hz: float = 30.0
     beat_min_amplitude_rad: float = 0.08  # peak tail-angle oscillation below this: no beat
+    beat_detrend_s: float = 1.0  # running-median detrend of the tail angle (level shifts after crossings)
+    beat_min_tail_fraction: float = 0.7  # frames whose traced tail is shorter than this x the track's median are
+    # left out of the beat (the tail was cut at a crossing or lost to another sperm: its "tip" angle is not the tip's)
     min_frames: int = 5  # shorter tracks get NaN measures and class ""
 
 
@@ -161,6 +168,7 @@ def beat_frequency(
     max_hz: float = 30.0,
     min_amplitude: float = 0.08,
     dt: float | None = None,
+    detrend_s: float = 0.0,
 ) -> float:
     """Dominant frequency (Hz) of a tail-shape angle over time.
 
@@ -170,6 +178,10 @@ def beat_frequency(
         min_hz, max_hz: search band (clipped to the Nyquist frequency).
         min_amplitude: peak oscillation (sqrt(2) x the detrended standard deviation) below which there is no beat.
         dt: frame interval (default: the median step of ``t``).
+        detrend_s: also subtract a running median over this many seconds (0: off). It removes level shifts, e.g.
+            stretches where the tail's far end was traced along another sperm after a crossing, which otherwise
+            put their power at the bottom of the band; oscillations slower than about 1 / detrend_s are
+            weakened with them.
 
     Returns:
         The frequency, 0.0 for no beat, NaN for fewer than 8 valid samples.
@@ -180,6 +192,11 @@ def beat_frequency(
         return float("nan")
     dt = float(dt) if dt else float(np.median(np.diff(t)))
     grid, a = _regular(t, angle, dt)
+    window = int(round(detrend_s / dt)) | 1  # odd
+    if detrend_s > 0 and 3 <= window < len(a):
+        from scipy.ndimage import median_filter
+
+        a = a - median_filter(a, size=window, mode="nearest")
     a = a - np.polyval(np.polyfit(grid - grid[0], a, 1), grid - grid[0])  # slow turning is not a beat
     if math.sqrt(2.0) * float(a.std()) < min_amplitude:
         return 0.0
@@ -191,7 +208,7 @@ def beat_frequency(
     if not band.any():
         return float("nan")
     k = int(np.flatnonzero(band)[np.argmax(spec[band])])
-    if 0 < k < len(spec) - 1:  # parabolic interpolation of the peak
+    if 0 < k < len(spec) - 1 and band[k - 1] and band[k + 1]:  # parabolic interpolation of an inner peak
         y0, y1, y2 = spec[k - 1], spec[k], spec[k + 1]
         den = y0 - 2 * y1 + y2
         k = k + (0.5 * (y0 - y2) / den if den != 0 else 0.0)
@@ -260,13 +277,18 @@ def track_kinematics(
         out["vap_um_s"] = path_length(avg) / (dt * (len(avg) - 1))
         out["alh_um"], out["bcf_hz"] = alh_bcf(lateral_distance(reg, avg, window), dt)
     if beat_hz is None and tail_angle is not None:
+        angle = np.asarray(tail_angle, float)
+        if tail_length_um is not None and np.isfinite(tail_length_um).any() and cfg.beat_min_tail_fraction > 0:
+            length = np.asarray(tail_length_um, float)
+            angle = np.where(length >= cfg.beat_min_tail_fraction * np.nanmedian(length), angle, np.nan)
         out["beat_hz"] = beat_frequency(
             t,
-            np.asarray(tail_angle, float),
+            angle,
             min_hz=cfg.beat_min_hz,
             max_hz=cfg.beat_max_hz,
             min_amplitude=cfg.beat_min_amplitude_rad,
             dt=dt,
+            detrend_s=cfg.beat_detrend_s,
         )
     v_cl, v_sl, v_ap = (float(out[k]) for k in ("vcl_um_s", "vsl_um_s", "vap_um_s"))
     out["lin"], out["str"], out["wob"] = _ratio(v_sl, v_cl), _ratio(v_sl, v_ap), _ratio(v_ap, v_cl)

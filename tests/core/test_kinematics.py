@@ -93,6 +93,33 @@ def test_beat_frequency_of_a_turning_sinusoid() -> None:
     assert beat_frequency(t[keep], angle[keep], dt=0.04) == pytest.approx(3.7, abs=0.1)
 
 
+def test_beat_frequency_detrend_removes_level_shifts_of_a_wrong_tail_end() -> None:
+    """A 3.2 Hz beat whose angle jumps by 1.5 rad for two stretches of 15 and 18 frames (the far end traced along
+    another sperm after a crossing): the linear detrend alone finds the jumps' low frequency, the 1 s running
+    median (it follows stretches longer than half its window) finds the beat; and frames with a short traced tail
+    are left out by track_kinematics."""
+    t = np.arange(75) / 25.0
+    angle = 0.3 * np.sin(2 * math.pi * 3.2 * t)
+    for a, b in ((0, 15), (40, 58)):
+        angle[a:b] += 1.5
+    assert abs(beat_frequency(t, angle) - 3.2) > 1.0
+    assert beat_frequency(t, angle, detrend_s=1.0) == pytest.approx(3.2, abs=0.1)
+    # a pure sinusoid is unchanged by the detrend; a peak at the band's edge is not interpolated out of it
+    assert beat_frequency(t, 0.3 * np.sin(2 * math.pi * 3.2 * t), detrend_s=1.0) == pytest.approx(3.2, abs=0.05)
+    assert beat_frequency(t, 0.5 * t**2, min_hz=0.5) >= 0.5
+    # track_kinematics: 12 frames whose tail is traced 10 um long (another sperm took the rest) carry a wrong angle
+    clean = 0.3 * np.sin(2 * math.pi * 3.2 * t)
+    bad, length = clean.copy(), np.full(75, 50.0)
+    bad[20:32], length[20:32] = 2.5, 10.0
+    xy = np.stack([5.0 * t, np.zeros_like(t)], axis=1)
+    cfg = KinematicsConfig(beat_detrend_s=0.0)
+    kept = track_kinematics(np.arange(75), xy, 25.0, cfg, tail_angle=bad, tail_length_um=length)["beat_hz"]
+    assert kept == pytest.approx(3.2, abs=0.15)
+    off = KinematicsConfig(beat_detrend_s=0.0, beat_min_tail_fraction=0.0)
+    used = track_kinematics(np.arange(75), xy, 25.0, off, tail_angle=bad, tail_length_um=length)["beat_hz"]
+    assert abs(used - 3.2) > 0.15
+
+
 def test_beat_frequency_no_beat_and_too_short() -> None:
     """An oscillation below the amplitude threshold is no beat (0.0); fewer than 8 samples are undefined (NaN)."""
     t = np.arange(75) / 25.0

@@ -140,3 +140,16 @@ def test_own_tail_starts_at_the_neck() -> None:
     a, b = labels[140, 20], labels[40, 100]
     assert a != b and a > 0 and b > 0
     assert labels[40, 160] == b and labels[95, 65] == a
+
+
+def test_options_scaled_to_another_image_scale() -> None:
+    """scaled() multiplies the separation's lengths (not the size filters, the seed radius or the angles)."""
+    from spermseg.inference.instances import InstanceOptions
+
+    base = InstanceOptions()
+    half = base.scaled(0.5)
+    assert half.neck_gap_px == base.neck_gap_px / 2 and half.head_pass_px == base.head_pass_px / 2
+    assert half.stub_px == base.stub_px / 2 and half.gap_px == base.gap_px / 2
+    assert half.junction_merge == base.junction_merge / 2 and half.direction_px == 5
+    assert (half.min_area, half.head_radius, half.min_tail_length) == (base.min_area, 5, base.min_tail_length)
+    assert half.max_turn_deg == base.max_turn_deg and half.min_seed_radius == base.min_seed_radius

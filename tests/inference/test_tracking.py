@@ -212,3 +212,39 @@ def test_open_tracks_keep_only_tracks_the_linker_can_still_extend() -> None:
     with pytest.raises(RuntimeError, match="after it was closed"):
         tracks.add([{"track_id": 1, "frame": 10_000, "head_x_um": 0, "head_y_um": 0, "tail_angle_rad": 0,
                      "tail_length_um": 0}])  # fmt: skip
+
+
+def test_velocity_prediction_keeps_ids_of_heads_passing_each_other() -> None:
+    """Two heads pass each other 1 px apart at 5 px per frame: nearest-neighbour linking swaps their ids in the
+    frame after they meet (each is nearer the other's next position); predicting each track at its velocity
+    keeps them."""
+    from spermseg.inference.tracking import HeadLinker
+
+    def run(predict: bool) -> list[list[int]]:
+        linker = HeadLinker(10.0, 3, predict=predict)
+        out = []
+        for f in range(17):
+            xy = np.array([[5.0 * f, 0.0], [82.0 - 5.0 * f, 1.0]])  # A moves right, B left
+            out.append(linker.link(f, xy))
+        return out
+
+    assert all(ids == [1, 2] for ids in run(True))
+    assert any(ids == [2, 1] for ids in run(False))
+
+
+def test_tail_path_jumps_gaps_inside_one_instance() -> None:
+    """A sperm whose tail is cut by a 9 px gap (another sperm crossing it, or a thin neck lost by the
+    segmentation) keeps its whole tail length; without gap edges only the piece touching the head is measured."""
+    from dataclasses import replace
+
+    from spermseg.inference.detection import detect, options_for
+
+    labels = np.zeros((60, 200), np.int32)
+    cv2.ellipse(labels, (20, 30), (8, 5), 0, 0, 360, 1, -1)
+    cv2.line(labels, (28, 30), (60, 30), 1, 2)
+    cv2.line(labels, (70, 30), (180, 30), 1, 2)  # 9 px gap, then the rest of the tail
+    opt = options_for(0.3)
+    (det,) = detect(labels, opt)
+    assert det.tail_length_px == pytest.approx(180 - 28, abs=6)
+    (cut,) = detect(labels, replace(opt, tail_gap_px=0.0))
+    assert cut.tail_length_px < 45

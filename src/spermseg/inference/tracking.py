@@ -46,7 +46,7 @@ class TrackConfig:
     """Tracking parameters (``--set KEY=VALUE``; physical units, converted with the stack's calibration)."""
 
     max_speed_um_s: float = 100.0  # search range per frame = max_speed / fps (fast human sperm: ~100 um/s)
-    gap_frames: int = 3  # a head missed for up to this many frames keeps its track
+    gap_frames: int = 12  # a head missed (or hidden under another) for up to this many frames keeps its track
     head_radius_um: float = 0.9  # opening radius that removes tails and keeps heads (~3 um wide)
     min_head_area_um2: float = 3.0  # smaller head parts are specks, not sperm
     trail_frames: int = 50  # overlay trail length
@@ -74,10 +74,18 @@ FrameItems = Iterator[tuple[int, "np.ndarray | None", np.ndarray]]
 
 
 class HeadLinker:
-    """trackpy's online linker on head positions (pixels); ``link`` returns the track id (1..) of each head."""
+    """trackpy's online linker on head positions (pixels); ``link`` returns the track id (1..) of each head.
 
-    def __init__(self, search_range_px: float, memory: int) -> None:
+    With ``predict`` (default), each open track's next position is extrapolated at its recent velocity (its
+    positions over the last ``velocity_frames`` frames) before the linker compares distances: trackpy's
+    ``predictor`` hook, the idea of its ``predict`` module for the online linker. Two heads that pass each other
+    then keep their ids where nearest-neighbour linking swaps them (the nearer head of the next frame is the
+    other sperm's).
+    """
+
+    def __init__(self, search_range_px: float, memory: int, *, predict: bool = True, velocity_frames: int = 3) -> None:
         import logging
+        from collections import deque
 
         try:
             from trackpy.linking.linking import Linker
@@ -85,8 +93,22 @@ class HeadLinker:
             raise SpermsegError("spermseg track needs trackpy: pip install 'spermseg[tracking]'") from None
 
         logging.getLogger("trackpy").setLevel(logging.WARNING)  # trackpy logs one INFO line per frame
-        self._linker = Linker(search_range_px, memory=memory)
+        self._linker = Linker(search_range_px, memory=memory, predictor=self._predict if predict else None)
         self._started = False
+        self._memory = memory
+        self._history: dict[int, deque] = {}  # trackpy track id -> recent (frame, position)
+        self._deque = lambda: deque(maxlen=velocity_frames + 1)
+
+    def _velocity(self, track_id: int) -> np.ndarray | float:
+        h = self._history.get(track_id)
+        if not h or len(h) < 2:
+            return 0.0
+        (t0, p0), (t1, p1) = h[0], h[-1]
+        return (p1 - p0) / (t1 - t0)
+
+    def _predict(self, t: int, points: list[Any]) -> Iterator[np.ndarray]:
+        for p in points:
+            yield p.pos + self._velocity(p.track.id) * (t - p.t)
 
     def link(self, frame: int, xy: np.ndarray) -> list[int]:
         coords = np.asarray(xy, float).reshape(-1, 2)
@@ -97,7 +119,12 @@ class HeadLinker:
             self._started = True
         else:
             self._linker.next_level(coords, frame)
-        ids = [int(p) + 1 for p in self._linker.particle_ids]
+        raw = [int(p) for p in self._linker.particle_ids]
+        for tid, pos in zip(raw, coords):
+            self._history.setdefault(tid, self._deque()).append((frame, pos))
+        for tid in [k for k, h in self._history.items() if h[-1][0] < frame - self._memory - 1]:
+            del self._history[tid]  # ended: the linker cannot extend it any more
+        ids = [tid + 1 for tid in raw]
         if ids and max(ids) > 65535:
             raise DataError("more than 65535 tracks: the uint16 label stack cannot hold them")
         return ids
