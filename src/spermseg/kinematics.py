@@ -194,9 +194,8 @@ def beat_frequency(
     grid, a = _regular(t, angle, dt)
     window = int(round(detrend_s / dt)) | 1  # odd
     if detrend_s > 0 and 3 <= window < len(a):
-        from scipy.ndimage import median_filter
-
-        a = a - median_filter(a, size=window, mode="nearest")
+        padded = np.pad(a, window // 2, mode="edge")
+        a = a - np.median(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)
     a = a - np.polyval(np.polyfit(grid - grid[0], a, 1), grid - grid[0])  # slow turning is not a beat
     if math.sqrt(2.0) * float(a.std()) < min_amplitude:
         return 0.0
