@@ -183,11 +183,15 @@ def _tail_features(
     det.tail_angle = math.atan2(math.sin(tip_dir - ref), math.cos(tip_dir - ref))
 
 
-def _gap_edges(skel: np.ndarray, pts: np.ndarray, gap_px: float) -> dict[int, list[tuple[int, float]]]:
-    """Edges (index -> [(index, length)]) between skeleton pixels of different pieces at most ``gap_px`` apart.
+def _gap_edges(
+    skel: np.ndarray, pts: np.ndarray, gap_px: float, max_turn_deg: float = 60.0
+) -> dict[int, list[tuple[int, float]]]:
+    """Edges (index -> [(index, length)]) that jump a gap of at most ``gap_px`` between two skeleton pieces.
 
-    A tail 1-3 px wide is often broken into pieces by the segmentation or the rasterization (most often at the
-    thin neck); every piece of one instance belongs to its sperm, so the path may jump such a gap.
+    A tail 1-3 px wide is often broken into pieces where another sperm crosses it (the crossing pixels are the
+    other sperm's) or at its thin neck; every piece of one instance belongs to its sperm, so the path may jump such
+    a gap, but only the way a tail runs: from an end of one piece to an end of another, each end pointing across
+    the gap within ``max_turn_deg`` (so a speck beside the tail is not a shortcut to a "tip").
     """
     from scipy import ndimage as ndi
     from scipy.spatial import cKDTree
@@ -197,11 +201,29 @@ def _gap_edges(skel: np.ndarray, pts: np.ndarray, gap_px: float) -> dict[int, li
     if n < 2 or gap_px <= 0:
         return edges
     piece = comp[pts[:, 0], pts[:, 1]]
-    for i, j in cKDTree(pts).query_pairs(gap_px):
-        if piece[i] != piece[j]:
-            d = float(math.hypot(*(pts[i] - pts[j])))
-            edges.setdefault(int(i), []).append((int(j), d))
-            edges.setdefault(int(j), []).append((int(i), d))
+    neighbours = ndi.convolve(skel.astype(np.uint8), _EIGHT.astype(np.uint8), mode="constant")[pts[:, 0], pts[:, 1]]
+    ends = np.flatnonzero(neighbours <= 2)  # the pixel itself and at most one neighbour
+    if len(ends) < 2:
+        return edges
+    tree = cKDTree(pts)
+    # outward direction of each end: from the mean of its piece's pixels within 5 px to the end
+    outward = {}
+    for e in ends:
+        near = [j for j in tree.query_ball_point(pts[e], 5.0) if piece[j] == piece[e]]
+        v = pts[e] - pts[near].mean(axis=0)
+        norm = float(np.hypot(*v))
+        outward[int(e)] = v / norm if norm > 0 else None
+    cos_max = math.cos(math.radians(max_turn_deg))
+    for i, j in cKDTree(pts[ends]).query_pairs(gap_px):
+        a, b = int(ends[i]), int(ends[j])
+        if piece[a] == piece[b] or outward[a] is None or outward[b] is None:
+            continue
+        jump = (pts[b] - pts[a]).astype(float)
+        d = float(np.hypot(*jump))
+        if d == 0 or jump @ outward[a] < cos_max * d or -jump @ outward[b] < cos_max * d:
+            continue
+        edges.setdefault(a, []).append((b, d))
+        edges.setdefault(b, []).append((a, d))
     return edges
 
 
