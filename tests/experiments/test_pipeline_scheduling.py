@@ -28,3 +28,39 @@ def test_spare_workers_take_as_many_runs_as_there_are() -> None:
 
 def test_one_worker_never_trains_ahead() -> None:
     assert fill_last_round(NORM, BASE, jobs=1) == NORM
+
+
+def test_predictors_compute_a_base_model_once_per_set_of_pixels(tmp_path, monkeypatch) -> None:
+    """Table 4, the difference maps and the blur sweep ask for one base model on the same images several times
+    (itself, inside avg|E, inside the ensemble): it runs once per set of pixels, the arrays are the same (read-only,
+    shared), and other pixels (a blurred copy) are computed anew."""
+    import numpy as np
+    import torch
+
+    import spermseg.inference.forward as forward
+    from spermseg.experiments.config import ReproduceConfig
+    from spermseg.experiments.pipeline import Reproduction
+    from spermseg.models import create_model
+    from spermseg.models.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    run = tmp_path / "out" / "runs" / "base" / "unet" / "minmax" / "s0"
+    save_checkpoint(run / "best", create_model("unet", width=4), {"normalization": "minmax", "threshold": 0.5})
+    (tmp_path / "data").mkdir()
+    rep = Reproduction(ReproduceConfig(data=str(tmp_path / "data"), models=["unet"], device="cpu"), tmp_path / "out")
+    results = {
+        "base": {"best_seed": {"unet": 0}, "runs": {"unet": {"0": {"run": str(run.relative_to(rep.out))}}}},
+        "ensembles": {"selections": {"E3": ["unet"]}, "runs": {}},
+    }
+    calls = []
+    real = forward.predict_probs
+    monkeypatch.setattr(forward, "predict_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images = [np.random.default_rng(i).random((32, 32), dtype=np.float32) for i in range(3)]
+    preds = rep.predictors(results)
+    first = preds["unet"](images)
+    again = rep.predictors(results)["unet"]([im.copy() for im in images])  # same pixels, other arrays and call
+    avg = preds["avg|E3"](images)
+    assert len(calls) == 1 and again is first and not first.flags.writeable
+    np.testing.assert_array_equal(avg, first)
+    preds["unet"]([im * 0.5 for im in images])
+    assert len(calls) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,10 @@ class Reproduction:
         self.log = log or (lambda m: print(m, flush=True))
         self.cache_dir = self.out / "cache"
         self._arrays: dict[str, Any] = {}
+        # Soft masks of a base model on given pixels, reused within this process: Table 4, the difference maps
+        # and the blur sweep ask for the same base model on the same images several times (itself, inside avg|E,
+        # inside the ensemble); a forward pass gives the same array each time, so results do not change.
+        self._probs_memo: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     # -- shared pieces ----------------------------------------------------------------------------------------
     def dataset(self) -> Any:
@@ -337,12 +342,19 @@ class Reproduction:
         )
         return kind, sel, self.out / best
 
+    def _remember(self, key: tuple[str, str], probs: np.ndarray) -> None:
+        """Keep ``probs`` in the memo, dropping the oldest entries beyond ``_MEMO_BYTES``."""
+        self._probs_memo[key] = probs
+        while len(self._probs_memo) > 1 and sum(a.nbytes for a in self._probs_memo.values()) > _MEMO_BYTES:
+            self._probs_memo.popitem(last=False)
+
     def predictors(
         self, results: dict[str, Any], with_all_base: bool = True
     ) -> dict[str, Callable[[list[np.ndarray]], np.ndarray]]:
         """Named predictors ``f(images) -> (N, H, W) probs`` on raw [0, 1] images: the base models (best seed
         each), ``avg|E3`` and the featured ensemble, each recomputing the base models' soft masks from the images
         given (so blurred inputs propagate through the whole ensemble)."""
+        from spermseg.ensembling.mask_cache import images_sha256
         from spermseg.inference.forward import predict_probs
         from spermseg.models.checkpoints import load_model
 
@@ -351,6 +363,16 @@ class Reproduction:
 
         def base_fn(arch: str) -> Callable[[list[np.ndarray]], np.ndarray]:
             def f(images: list[np.ndarray]) -> np.ndarray:
+                key = (base_ids[arch], images_sha256(images))
+                if key in self._probs_memo:
+                    self._probs_memo.move_to_end(key)
+                    return self._probs_memo[key]
+                probs = predict(images)
+                probs.flags.writeable = False  # shared by every caller of the memo
+                self._remember(key, probs)
+                return probs
+
+            def predict(images: list[np.ndarray]) -> np.ndarray:
                 if arch not in models:
                     models[arch] = load_model(
                         self.out / results["base"]["runs"][arch][base_ids[arch].rsplit("_s", 1)[1]]["run"]
@@ -394,6 +416,11 @@ class Reproduction:
 
             preds[f"{kind}|{sel}"] = ens_fn
         return preds
+
+
+#: Largest total size of the remembered soft masks (2 GiB: the blur sweep's 4 levels x 4 base models of 64
+#: 640x512 test images in float32 take 1.3 GiB).
+_MEMO_BYTES = 2 << 30
 
 
 def set_main_threads(cfg: ReproduceConfig) -> None:
