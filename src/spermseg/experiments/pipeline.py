@@ -224,16 +224,10 @@ class Reproduction:
             later = [r for r in fill_from if not is_finished(self.run_dir(*r))]
             todo = fill_last_round(todo, later, self.cfg.jobs)
         if self.cfg.jobs > 1 and len(todo) > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
             say(f"training {len(todo)} runs, {self.cfg.jobs} at a time")
-            # spawn, not fork: forking a process that already initialized torch's thread pools can deadlock.
-            with ProcessPoolExecutor(self.cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = {r: pool.submit(_train_worker, self.cfg, str(self.out), *r) for r in todo}
-                for r, fut in futures.items():
-                    res = fut.result()
-                    say(f"  {r[0]} ({r[1]}, seed {r[2]}): val AP {(res.get('validation') or {}).get('ap')}")
+            done = run_in_workers(self.cfg, _train_worker, [(self.cfg, str(self.out), *r) for r in todo])
+            for r, res in zip(todo, done):
+                say(f"  {r[0]} ({r[1]}, seed {r[2]}): val AP {(res.get('validation') or {}).get('ap')}")
         results = {r: self.train_base(*r, say) for r in runs}
         set_main_threads(self.cfg)  # a run trained in this process set torch's threads to the per-run count
         return results
@@ -432,12 +426,29 @@ def set_main_threads(cfg: ReproduceConfig) -> None:
         torch.set_num_threads(cfg.threads * cfg.jobs)
 
 
-def _train_worker(cfg: ReproduceConfig, out_dir: str, model: str, norm: str, seed: int) -> dict[str, Any]:
-    """One base run in a worker process (see :meth:`Reproduction.train_all`)."""
-    if cfg.threads > 0:
+def run_in_workers(cfg: ReproduceConfig, fn: Callable[..., Any], calls: Sequence[tuple]) -> list[Any]:
+    """``fn(*args)`` for each ``args`` of ``calls`` in ``cfg.jobs`` worker processes with ``cfg.threads`` torch
+    threads each (base runs, ensemble runs; results do not depend on the process); returns the results in order.
+    ``fn`` must be a module-level function (it is pickled)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: forking a process that already initialized torch's thread pools can deadlock.
+    with ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_with_threads, cfg.threads, fn, args) for args in calls]
+        return [f.result() for f in futures]
+
+
+def _with_threads(threads: int, fn: Callable[..., Any], args: tuple) -> Any:
+    if threads > 0:
         import torch
 
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(threads)
+    return fn(*args)
+
+
+def _train_worker(cfg: ReproduceConfig, out_dir: str, model: str, norm: str, seed: int) -> dict[str, Any]:
+    """One base run in a worker process (see :meth:`Reproduction.train_all`)."""
     return Reproduction(cfg, out_dir, log=lambda m: None).train_base(model, norm, seed, lambda m: None)
 
 

@@ -93,9 +93,8 @@ class InstanceOptions:
         0.6 x as long as spermparsing's: ``factor = head_radius / 5``). The size filters (``min_area``,
         ``min_head_area``, ``min_tail_length``, ``head_radius``) are left as they are (set them for the new scale),
         as are ``min_seed_radius`` and the angles."""
-        lengths = ("junction_merge", "join_distance", "head_pass_px", "gap_px", "neck_gap_px")
+        lengths = ("junction_merge", "join_distance", "head_pass_px", "gap_px", "neck_gap_px", "stub_px")
         changes: dict[str, float | int] = {k: getattr(self, k) * factor for k in lengths}
-        changes["stub_px"] = self.stub_px * factor
         changes["direction_px"] = max(2, int(round(self.direction_px * factor)))
         return replace(self, **changes)
 

@@ -72,15 +72,12 @@ def run(rep: Reproduction, ctx: StepContext) -> dict[str, Any]:
                 run_dirs.setdefault(f"{kind}|{sel}", []).append(str(rd))
     todo = [j for j in jobs if not (Path(j["out"]) / "result.json").is_file()]
     if rep.cfg.jobs > 1 and len(todo) > 1:
-        # Like the base runs: ``jobs`` worker processes with ``threads`` torch threads each (results do not depend
-        # on it); on a 2-core CPU two 1-thread runs at a time finish the twelve sooner than one 2-thread run.
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        # Like the base runs: on a 2-core CPU two 1-thread runs at a time finish the twelve sooner than one 2-thread
+        # run (the results do not depend on it: test_reproduce).
+        from spermseg.experiments.pipeline import run_in_workers
 
         ctx.log(f"training {len(todo)} ensembles, {rep.cfg.jobs} at a time")
-        with ProcessPoolExecutor(rep.cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
-            for fut in [pool.submit(_train_worker, rep.cfg.threads, j) for j in todo]:
-                fut.result()
+        run_in_workers(rep.cfg, _train_worker, [(j,) for j in todo])
     for j in jobs:
         train_ensemble(**j, log=ctx.log)  # trains what is left; a finished run returns its result
     all_runs = [r for rs in run_dirs.values() for r in rs]
@@ -129,14 +126,10 @@ def run(rep: Reproduction, ctx: StepContext) -> dict[str, Any]:
     }
 
 
-def _train_worker(threads: int, kwargs: dict[str, Any]) -> None:
+def _train_worker(kwargs: dict[str, Any]) -> None:
     """One ensemble run in a worker process."""
     from spermseg.ensembling.ensemble_training import train_ensemble
 
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
     train_ensemble(**kwargs)
 
 
