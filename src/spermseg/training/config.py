@@ -11,7 +11,7 @@ The defaults are the paper's protocol (Section 6); presets:
 * ``cpu`` (``cpu-small`` is an alias): a 2-core CPU in under 30 minutes for ``unet`` on 192 images: width 16,
   random 256x256 crops (half of them centred on a sperm pixel), batch 8, logit bias at the foreground prior,
   BCE, Adam lr 2e-3 with 2 warm-up epochs and cosine decay over 85 epochs, validation every 10 epochs;
-  bf16 on CPUs with AMX (``runtime.amp=auto``).
+  bf16 on CPUs with native bf16, AMX or AVX-512 BF16 (``runtime.amp=auto``).
 * ``demo``: tiny, for a demonstration of the whole pipeline in a few minutes on 2 cores: width 4, 64x64 crops,
   4 epochs of at most 8 steps.
 
@@ -187,7 +187,7 @@ class RuntimeConfig:
 
     Attributes:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: ``auto`` (bf16 autocast on CUDA and on CPUs with AMX, where it is 2-4x faster), ``bf16`` (on CUDA
+        amp: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX-512 BF16), where it is 2-4x faster), ``bf16`` (on CUDA
             or any CPU) or ``off``. The loss, validation and test scores are always float32.
         channels_last: ``auto`` (on CUDA, and on the CPU when bf16 runs there), ``on`` or ``off``.
         deterministic: deterministic algorithms (same seed and device give the same weights).

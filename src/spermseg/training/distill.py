@@ -269,7 +269,7 @@ class Distiller:
             replay = type(gen)(device=gen.device)
             replay.set_state(state)
             raw, _ = augmenter(images, None, replay)  # the same flips, warp, blur and contrast, not normalized
-            # in the student's training precision: bf16 exactly when its steps are bf16 (CUDA, AMX CPUs)
+            # in the student's training precision: bf16 exactly when its steps are bf16 (CUDA, CPUs with native bf16)
             with torch.no_grad(), autocast_context(self.device, "bf16" if self.amp else "fp32"):
                 soft = self.teacher(raw).float()
             if soft.shape[1] != 1:

@@ -73,7 +73,7 @@ def train_step(
         optimizer: its optimizer.
         loss_fn: per-output loss from :func:`spermseg.training.losses.build_loss`.
         alphas: deep-supervision weights (main output first; empty = all 1).
-        amp: bf16 autocast (on CUDA, and on CPUs with AMX; see :func:`~spermseg.inference.forward.resolve_precision`).
+        amp: bf16 autocast (on CUDA, and on CPUs with native bf16; see :func:`~spermseg.inference.forward.resolve_precision`).
         device: the device (for autocast); default: the target's.
         grad_clip: max gradient norm (0 = off).
 
@@ -163,7 +163,7 @@ def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
 
 
 def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast in training: ``auto`` on CUDA and on CPUs with AMX, ``bf16`` on CUDA or any CPU."""
+    """bf16 autocast in training: ``auto`` on CUDA and on CPUs with native bf16 (AMX, AVX-512 BF16), ``bf16`` on CUDA or any CPU."""
     from spermseg.inference.forward import resolve_precision
 
     if cfg.runtime.amp == "off":
@@ -172,7 +172,7 @@ def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
-    """``auto``: on CUDA, and on the CPU when bf16 runs there (oneDNN's AMX kernels are fastest in NHWC)."""
+    """``auto``: on CUDA, and on the CPU when bf16 runs there (oneDNN's bf16 kernels are fastest in NHWC)."""
     if cfg.runtime.channels_last != "auto":
         return cfg.runtime.channels_last == "on"
     return device.type == "cuda" or amp_enabled(cfg, device)
