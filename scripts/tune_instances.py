@@ -106,8 +106,13 @@ def diagnose(pred: np.ndarray, ref: np.ndarray) -> Counter:
 Maps = tuple[np.ndarray, np.ndarray]  # binary probability (H, W), part sigmoids (6, H, W)
 
 
-def variants(thr: float, radius: float) -> dict[str, Callable[..., tuple[np.ndarray, np.ndarray | None, bool]]]:
-    """name -> fn(binary prob, part codes, part foreground prob) -> (full mask, head mask or None, keep_headless)."""
+def variants(
+    thr: float, radius: float, fg_thr: float
+) -> dict[str, Callable[..., tuple[np.ndarray, np.ndarray | None, bool]]]:
+    """name -> fn(binary prob, part codes, part foreground prob) -> (full mask, head mask or None, keep_headless).
+
+    ``fg_thr``: threshold on the part network's foreground probability ``1 - softmax[background]`` (the "parts fg"
+    variants; the arg-max code decides only which part a foreground pixel is)."""
     from spermseg.inference.postprocess import suppress_headless
 
     def binary(pb: np.ndarray) -> np.ndarray:
@@ -119,6 +124,10 @@ def variants(thr: float, radius: float) -> dict[str, Callable[..., tuple[np.ndar
         "binary + filter, heads estimated, headless dropped": lambda pb, codes, pf: (binary(pb), None, False),
         "binary + filter, heads from parts": lambda pb, codes, pf: (
             binary(pb), np.isin(codes, HEAD_CODES), False),
+        "parts fg, heads from parts": lambda pb, codes, pf: (pf >= fg_thr, np.isin(codes, HEAD_CODES), False),
+        "avg(binary, parts fg), heads from parts": lambda pb, codes, pf: (
+            suppress_headless((pb + pf) / 2, (thr + fg_thr) / 2, radius) >= (thr + fg_thr) / 2,
+            np.isin(codes, HEAD_CODES), False),
         "binary | parts, heads from parts": lambda pb, codes, pf: (
             binary(pb) | (codes > 0), np.isin(codes, HEAD_CODES), False),
     }  # fmt: skip
@@ -129,13 +138,14 @@ def evaluate(args: argparse.Namespace) -> None:
     from spermseg.inference.bundle import load_predictor
     from spermseg.inference.instances import InstanceOptions, separate_instances
     from spermseg.inference.label_outputs import split_parts_prob
+    from spermseg.metrics.multiclass import PartsAccumulator
     from spermseg.metrics.panoptic import PanopticAccumulator
 
     sets = json.loads((args.cache / "sets.json").read_text())
     items = [(split, s) for split, s in sets[args.set] if (args.cache / "parts" / f"{s}.npy").exists()]
     items = items[: args.limit] if args.limit else items
     pred = load_predictor(args.binary)
-    vs = variants(pred.threshold, float(pred.min_head_radius or 0))
+    vs = variants(pred.threshold, float(pred.min_head_radius or 0), args.fg_threshold)
     # a name given in full picks that variant only; otherwise every variant containing a given substring
     only = args.only or []
     chosen = [v for v in vs if v in only] or [v for v in vs if not only or any(o in v for o in only)]
@@ -145,15 +155,25 @@ def evaluate(args: argparse.Namespace) -> None:
     }
     accs = {v: PanopticAccumulator(coco=False) for v in chosen}
     diags = {v: Counter() for v in chosen}
+    pixels = {"arg-max codes": PartsAccumulator(), f"codes at foreground >= {args.fg_threshold}": PartsAccumulator()}
     for split, stem in items:
         pb = np.load(args.cache / "binary" / f"{stem}.npy").astype(np.float32)
-        codes, pf = split_parts_prob(np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32))
+        raw = np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32)
+        codes, pf = split_parts_prob(raw)
+        fg_codes, _ = split_parts_prob(raw, args.fg_threshold)
+        ref_codes = read_labels(args.data / split / f"{args.rater}_parts" / f"{stem}.png", "parts")
+        for acc, c in zip(pixels.values(), (codes, fg_codes), strict=True):
+            acc.update(c, ref_codes)
         ref = read_labels(args.data / split / f"{args.rater}_instances" / f"{stem}.png", "instances")
         for v in chosen:
-            full, head, keep = vs[v](pb, codes, pf)
+            full, head, keep = vs[v](pb, fg_codes if "parts fg" in v else codes, pf)
             labels = separate_instances(full, head, InstanceOptions(keep_headless=keep, **extra))
             accs[v].update(labels, ref)
             diags[v] += diagnose(labels, ref)
+    for name, acc in pixels.items():
+        r = acc.result()
+        print(f"part network, {name}: mIoU {r['miou']:.3f}, head {r['head']:.3f}, tail {r['tail']:.3f}, "
+              f"full {r['full']:.3f}")
     keys = ("missed", "short", "long", "split", "other", "fp_bg", "fp_part")
     print(f"{args.set}: {len(items)} images, InstanceOptions {extra or 'defaults'}\n")
     print("| variant | PQ | SQ | RQ | TP | " + " | ".join(keys) + " | sperm (pred / ref) |")
@@ -182,6 +202,7 @@ def main(argv: list[str] | None = None) -> Any:
     e.add_argument("--rater", default="GT1")
     e.add_argument("--limit", type=int, default=0)
     e.add_argument("--only", nargs="*", default=None, help="substrings of the variants to run")
+    e.add_argument("--fg-threshold", type=float, default=0.5, help="threshold of the part network's foreground")
     e.add_argument("--opt", nargs="*", default=[], help="InstanceOptions overrides, KEY=VALUE")
     args = parser.parse_args(argv)
     return cache(args) if args.cmd == "cache" else evaluate(args)

@@ -56,6 +56,21 @@ def test_split_parts_prob_argmax_and_foreground() -> None:
     assert np.array_equal(codes, logits.argmax(0)) and np.allclose(fg, 1 - soft[0], atol=1e-5)
 
 
+def test_split_parts_prob_with_a_foreground_threshold_keeps_a_split_tail_pixel() -> None:
+    """A pixel whose mass is split between tail and midpiece loses the arg-max to the background although it is
+    more likely sperm than not: with a foreground threshold it is sperm, and takes its most likely part."""
+    soft = np.array([0.4, 0.0, 0.0, 0.0, 0.25, 0.35])[:, None, None] * np.ones((6, 1, 2))
+    soft[:, 0, 1] = [0.7, 0.0, 0.0, 0.0, 0.1, 0.2]  # a background pixel
+    soft = np.clip(soft, 1e-6, 1)
+    prob = 1 / (1 + 1 / soft)  # sigmoids whose logits are log(soft): their softmax is soft again
+    codes, fg = split_parts_prob(prob)
+    assert codes.tolist() == [[0, 0]] and np.allclose(fg, [[0.6, 0.3]], atol=1e-4)
+    codes, _ = split_parts_prob(prob, fg_threshold=0.5)
+    assert codes.tolist() == [[5, 0]]
+    codes, _ = split_parts_prob(prob, fg_threshold=0.25)
+    assert codes.tolist() == [[5, 5]]
+
+
 def test_predict_part_network_instances_roi_tif(tmp_path: Path) -> None:
     """A (tiny, untrained) six-class network: predict writes parts, instances, ROIs; sperm.csv ids match labels."""
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ class LabelOutputs:
     roi_path: Path | None = None
 
 
-def split_parts_prob(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_parts_prob(prob: np.ndarray, fg_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Part codes and the whole-sperm probability of a part network's per-code sigmoid outputs.
 
     The predictor applies a sigmoid to every logit; sigmoids are monotonic, so the code is their arg-max, and the
@@ -35,6 +35,10 @@ def split_parts_prob(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Args:
         prob: (6, H, W) float per-code sigmoids.
+        fg_threshold: ``None``: every pixel takes its arg-max code. A probability: a pixel is sperm when its
+            foreground probability reaches it, and then takes its most likely *part* (codes 1-5). A thin tail pixel
+            whose mass is split between tail and midpiece can lose the arg-max to the background although it is
+            more likely sperm than not; the threshold (a run's validation t_opt) keeps it.
 
     Returns:
         ``(codes uint8 (H, W), foreground probability float32 (H, W) = 1 - softmax[background])``.
@@ -44,7 +48,12 @@ def split_parts_prob(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits -= logits.max(axis=0, keepdims=True)
     e = np.exp(logits)
     soft = e / e.sum(axis=0, keepdims=True)
-    return np.argmax(prob, axis=0).astype(np.uint8), (1.0 - soft[0]).astype(np.float32)
+    fg = (1.0 - soft[0]).astype(np.float32)
+    if fg_threshold is None:
+        return np.argmax(prob, axis=0).astype(np.uint8), fg
+    codes = (np.argmax(prob[1:], axis=0) + 1).astype(np.uint8)
+    codes[fg < fg_threshold] = 0
+    return codes, fg
 
 
 def instance_rois(labels: np.ndarray) -> list[object]:

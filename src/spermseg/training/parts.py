@@ -45,6 +45,14 @@ def predict_codes(
     model: Any, images: Sequence[np.ndarray], normalization: str, device: Any, batch_size: int = 4
 ) -> list[np.ndarray]:
     """Arg-max part codes, (H, W) uint8 per image, of a part network (float32, eval mode, no TTA)."""
+    return [codes for codes, _ in predict_codes_and_foreground(model, images, normalization, device, batch_size)]
+
+
+def predict_codes_and_foreground(
+    model: Any, images: Sequence[np.ndarray], normalization: str, device: Any, batch_size: int = 4
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image: arg-max part codes (H, W) uint8 and the foreground probability ``1 - softmax[background]``
+    (H, W) float32 of a part network (float32, eval mode, no TTA)."""
     import torch
 
     from spermseg.data.transforms import normalize
@@ -52,13 +60,15 @@ def predict_codes(
 
     was_training = model.training
     model.to(device).eval()
-    out: list[np.ndarray] = []
+    out: list[tuple[np.ndarray, np.ndarray]] = []
     try:
         with torch.inference_mode():
             for img in images:  # one at a time: sizes may differ, and CPU batches gain little
                 x = torch.from_numpy(np.asarray(img, np.float32))[None, None].to(device)
-                logits = forward_logits(model, normalize(x, normalization))
-                out.append(logits.float().argmax(dim=1)[0].to("cpu", torch.uint8).numpy())
+                logits = forward_logits(model, normalize(x, normalization)).float()
+                fg = 1.0 - torch.softmax(logits, dim=1)[0, 0]
+                codes = logits.argmax(dim=1)[0].to("cpu", torch.uint8).numpy()
+                out.append((codes, fg.to("cpu").numpy().astype(np.float32)))
     finally:
         model.train(was_training)
     del batch_size
@@ -78,5 +88,12 @@ def score_codes(preds: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> dict
 
 
 def validate_parts(model: Any, data: Any, normalization: str, device: Any, batch_size: int = 4) -> dict[str, Any]:
-    """Validation measures of a part network on a :class:`~spermseg.training.trainer.SplitData` with code targets."""
-    return score_codes(predict_codes(model, data.images, normalization, device, batch_size), data.targets)
+    """Validation measures of a part network on a :class:`~spermseg.training.trainer.SplitData` with code targets:
+    :func:`score_codes` of the arg-max codes, plus ``t_opt`` / ``fg_iou_opt``: the threshold of the foreground
+    probability with the best whole-sperm IoU and that IoU (the run's ``threshold``, used by ``predict``)."""
+    from spermseg.training.validation import evaluate_probs
+
+    pairs = predict_codes_and_foreground(model, data.images, normalization, device, batch_size)
+    res = score_codes([codes for codes, _ in pairs], data.targets)
+    fg = evaluate_probs([f for _, f in pairs], [np.asarray(t) > 0 for t in data.targets])
+    return {**res, "t_opt": fg["t_opt"], "fg_iou_opt": fg["iou_opt"]}
