@@ -51,7 +51,7 @@ def cache(args: argparse.Namespace) -> None:
     if (args.out / "sets.json").exists():  # an existing cache keeps its sets (it may hold more than val / test)
         sets = {**sets, **json.loads((args.out / "sets.json").read_text())}
     (args.out / "sets.json").write_text(json.dumps(sets, indent=1))
-    opts = PredictOptions(batch_size=1, device="cpu", min_head_radius=0.0)
+    opts = PredictOptions(batch_size=1, device="cpu", min_head_radius=0.0, tta=args.tta)
     runs = {"binary": args.binary, "parts": args.parts}
     fns = {tag: build_batch_fn(runs[tag], opts)[0] for tag in args.models}
     for name in args.sets:
@@ -157,7 +157,8 @@ def evaluate(args: argparse.Namespace) -> None:
     diags = {v: Counter() for v in chosen}
     pixels = {"arg-max codes": PartsAccumulator(), f"codes at foreground >= {args.fg_threshold}": PartsAccumulator()}
     for split, stem in items:
-        pb = np.load(args.cache / "binary" / f"{stem}.npy").astype(np.float32)
+        fb = args.cache / "binary" / f"{stem}.npy"
+        pb = np.load(fb).astype(np.float32) if fb.exists() else None  # None: only the part variants can run
         raw = np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32)
         codes, pf = split_parts_prob(raw)
         fg_codes, _ = split_parts_prob(raw, args.fg_threshold)
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> Any:
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--sets", nargs="+", default=["val", "test"])
+    c.add_argument("--tta", action="store_true", help="average over flips (predict --tta)")
     c.add_argument("--models", nargs="+", default=["binary", "parts"], choices=["binary", "parts"])
     e = sub.add_parser("eval")
     e.add_argument("--cache", type=Path, required=True)
