@@ -28,20 +28,30 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
+def _cpu_probe(name: str) -> bool:
+    """One of ``torch.cpu``'s ISA probes (False when this build lacks it or it cannot run)."""
+    import torch
+
+    try:
+        probe = getattr(torch.cpu, name, None)
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (oneDNN's fastest bf16 kernels, in NHWC)."""
+    return _cpu_probe("_is_amx_tile_supported")
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU runs bf16 convolutions natively: Intel AMX tiles or AVX-512 BF16 (e.g. AMD Zen 4 EPYC).
 
-    There bf16 autocast trains 2-4x faster (a width-16 ``unet`` step on 8 crops of 256 x 256, 2 threads, AMD EPYC
-    with AVX-512 BF16: 3.5 crops/s in float32 NCHW, 11.1 in bf16 channels_last; ``benchmarks/bench_train.py``).
-    On CPUs with neither, bf16 is emulated or merely break-even, so nothing turns it on automatically.
+    There bf16 autocast trains 2-3x faster (a width-16 ``unet`` step on 8 crops of 256 x 256, 2 threads, AMD EPYC
+    with AVX-512 BF16: 3.5 crops/s in float32, 7.3 in bf16; ``benchmarks/bench_train.py``). On CPUs with neither,
+    bf16 is emulated or merely break-even, so nothing turns it on automatically.
     """
-    import torch
-
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    try:
-        return any(bool(getattr(torch.cpu, name)()) for name in probes if hasattr(torch.cpu, name))
-    except RuntimeError:  # a build whose probe cannot run
-        return False
+    return cpu_has_amx() or _cpu_probe("_is_avx512_bf16_supported")
 
 
 def resolve_precision(precision: str | bool, device: torch.device, *, training: bool = False) -> str:

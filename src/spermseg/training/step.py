@@ -163,7 +163,8 @@ def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
 
 
 def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast in training: ``auto`` on CUDA and on CPUs with native bf16 (AMX, AVX-512 BF16), ``bf16`` on CUDA or any CPU."""
+    """bf16 autocast in training: ``auto`` on CUDA and on CPUs with native bf16 (AMX, AVX-512 BF16); ``bf16`` on
+    CUDA or any CPU."""
     from spermseg.inference.forward import resolve_precision
 
     if cfg.runtime.amp == "off":
@@ -172,10 +173,18 @@ def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
-    """``auto``: on CUDA, and on the CPU when bf16 runs there (oneDNN's bf16 kernels are fastest in NHWC)."""
+    """``auto``: on CUDA, and on CPUs with AMX when bf16 runs there (oneDNN's AMX kernels are fastest in NHWC).
+
+    Not on CPUs with AVX-512 BF16 but no AMX (AMD EPYC): there channels_last was 1.5x faster than NCHW in bf16,
+    but training the ensembling networks in channels_last corrupted the heap in backward (``double free or
+    corruption``, a segfault; in float32 too; torch 2.13 CPU, never seen on AMX CPUs), so every network trains
+    NCHW there.
+    """
+    from spermseg.inference.forward import cpu_has_amx
+
     if cfg.runtime.channels_last != "auto":
         return cfg.runtime.channels_last == "on"
-    return device.type == "cuda" or amp_enabled(cfg, device)
+    return device.type == "cuda" or (amp_enabled(cfg, device) and cpu_has_amx())
 
 
 def steps_per_epoch(cfg: TrainConfig, n: int, dist_info: DistInfo) -> int:
