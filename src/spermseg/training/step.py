@@ -176,9 +176,9 @@ def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
     """``auto``: on CUDA, and on CPUs with AMX when bf16 runs there (oneDNN's AMX kernels are fastest in NHWC).
 
     Not on CPUs with AVX-512 BF16 but no AMX (AMD EPYC): there channels_last was 1.5x faster than NCHW in bf16,
-    but training the ensembling networks in channels_last corrupted the heap in backward (``double free or
-    corruption``, a segfault; in float32 too; torch 2.13 CPU, never seen on AMX CPUs), so every network trains
-    NCHW there.
+    but the backward of a 1x1 stride-2 convolution (every strided ``ResidualBlock``'s shortcut) in channels_last
+    corrupts the heap (``double free or corruption``, a segfault in ``make demo``; torch 2.13 CPU; never seen on
+    AMX CPUs; docs/training.md has the three-line reproducer), so every network trains NCHW there.
     """
     from spermseg.inference.forward import cpu_has_amx
 
