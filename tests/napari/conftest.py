@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+_OWN_PLATFORM = "QT_QPA_PLATFORM" not in os.environ
 os.environ.setdefault("QT_QPA_PLATFORM", "xcb")  # before any QApplication exists (see the module docstring)
+
+
+def _no_display() -> None:
+    """No X server: Qt's xcb platform would abort the process at the first QApplication (pytest-qt's ``qapp``),
+    so the Qt tests that need no OpenGL run on ``offscreen`` instead and the viewer tests skip."""
+    if _OWN_PLATFORM:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 pytest.importorskip("onnxruntime", reason="the plugin tests' stand-in model is an ONNX graph (pip install '.[dev]')")
 
@@ -32,6 +40,7 @@ def _x_display() -> Iterator[str | None]:
         return
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
+        _no_display()
         yield None
         return
     read_fd, write_fd = os.pipe()
@@ -46,6 +55,7 @@ def _x_display() -> Iterator[str | None]:
         number = fh.readline().strip()  # Xvfb writes its display number once it accepts connections
     if not number:
         proc.kill()
+        _no_display()
         yield None
         return
     os.environ["DISPLAY"] = f":{number}"
@@ -64,11 +74,12 @@ def _qt_connected() -> bool:
 
 
 @pytest.fixture
-def viewer(_x_display: str | None, make_napari_viewer):  # noqa: ANN201 - napari.Viewer
-    """A napari viewer (never shown, on the X display); skips without one."""
+def viewer(_x_display: str | None, request: pytest.FixtureRequest):  # noqa: ANN201 - napari.Viewer
+    """A napari viewer (never shown, on the X display); skips without one. napari's ``make_napari_viewer`` is
+    requested only after that check: set up and then skipped, its teardown fails (no ``rep_call`` on the test)."""
     if _x_display is None:
         pytest.skip("no X display for Qt's OpenGL and no Xvfb to start one: run 'make system-deps' (installs xvfb)")
-    return make_napari_viewer()
+    return request.getfixturevalue("make_napari_viewer")()
 
 
 @pytest.fixture(scope="session")

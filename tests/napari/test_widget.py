@@ -93,14 +93,14 @@ def test_widget_cancel_and_errors(viewer, qtbot, dark_model, frames) -> None:
 
 
 @pytest.fixture
-def plugin_viewer(npe2pm, _x_display, make_napari_viewer):  # noqa: ANN001, ANN201
+def plugin_viewer(npe2pm, _x_display, request):  # noqa: ANN001, ANN201
     """A viewer whose (mocked, test-only) npe2 plugin manager knows spermseg's manifest, registered before it."""
     import npe2
 
     if _x_display is None:
         pytest.skip("no X display for Qt's OpenGL and no Xvfb to start one: run 'make system-deps' (installs xvfb)")
     npe2pm.register(npe2.PluginManifest.from_file(MANIFEST))
-    return make_napari_viewer()
+    return request.getfixturevalue("make_napari_viewer")()  # after the skip (see conftest.viewer)
 
 
 def test_manifest_contributes_widget_reader_and_samples(plugin_viewer) -> None:
