@@ -173,8 +173,10 @@ def evaluate(args: argparse.Namespace) -> None:
             diags[v] += diagnose(labels, ref)
     for name, acc in pixels.items():
         r = acc.result()
-        print(f"part network, {name}: mIoU {r['miou']:.3f}, head {r['head']:.3f}, tail {r['tail']:.3f}, "
-              f"full {r['full']:.3f}")
+        print(
+            f"part network, {name}: mIoU {r['miou']:.3f}, head {r['head']:.3f}, tail {r['tail']:.3f}, "
+            f"full {r['full']:.3f}"
+        )
     keys = ("missed", "short", "long", "split", "other", "fp_bg", "fp_part")
     print(f"{args.set}: {len(items)} images, InstanceOptions {extra or 'defaults'}\n")
     print("| variant | PQ | SQ | RQ | TP | " + " | ".join(keys) + " | sperm (pred / ref) |")

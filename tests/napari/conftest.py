@@ -27,6 +27,7 @@ def _no_display() -> None:
     if _OWN_PLATFORM:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
+
 pytest.importorskip("onnxruntime", reason="the plugin tests' stand-in model is an ONNX graph (pip install '.[dev]')")
 
 from napari_helpers import synthetic, write_dark_detector  # noqa: E402

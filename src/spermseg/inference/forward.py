@@ -60,8 +60,8 @@ def resolve_precision(precision: str | bool, device: torch.device, *, training: 
     Args:
         precision: ``auto``, ``fp32``, ``bf16``; ``True``/``False`` mean ``auto``/``fp32``.
         device: where the model runs.
-        training: ``auto`` in training also picks bf16 on CPUs with native bf16 (:func:`cpu_has_fast_bf16`); for inference
-            ``auto`` stays float32 on every CPU, so that CPU predictions do not change with the machine.
+        training: ``auto`` in training also picks bf16 on CPUs with native bf16 (:func:`cpu_has_fast_bf16`); for
+            inference ``auto`` stays float32 on every CPU, so that CPU predictions do not change with the machine.
 
     Returns:
         ``"fp32"`` or ``"bf16"``.

@@ -73,7 +73,8 @@ def train_step(
         optimizer: its optimizer.
         loss_fn: per-output loss from :func:`spermseg.training.losses.build_loss`.
         alphas: deep-supervision weights (main output first; empty = all 1).
-        amp: bf16 autocast (on CUDA, and on CPUs with native bf16; see :func:`~spermseg.inference.forward.resolve_precision`).
+        amp: bf16 autocast (on CUDA, and on CPUs with native bf16; see
+            :func:`~spermseg.inference.forward.resolve_precision`).
         device: the device (for autocast); default: the target's.
         grad_clip: max gradient norm (0 = off).
 
