@@ -4,9 +4,9 @@ One case is exactly one step of the training engine (:func:`spermseg.training.tr
 augmentation of the data layer on the device, per-image minmax normalization, forward, BCE, backward and an Adam
 step, on an in-memory batch. bf16 autocast cases are added on CUDA and on CPUs with native bf16, AMX or AVX-512
 BF16 (the engine's default there, ``runtime.amp=auto``). Each case also reports the achieved GFLOP/s (3 x the
-forward FLOPs per image, from ``spermseg.cli.models.count_macs``) beside the machine's measured matrix-multiply peak in the same precision
-(``torch.mm`` of 2048 x 2048 matrices on the same threads), so the table says how far a training step is from
-what the processor can do.
+forward FLOPs per image, from ``spermseg.cli.models.count_macs``) beside the machine's measured matrix-multiply
+peak in the same precision (``torch.mm`` of 2048 x 2048 matrices on the same threads), so the table says how far a
+training step is from what the processor can do.
 
 Sizes: the paper's width (64) and batch 5 on CUDA; on the CPU width 16 and batch 4 (width 8, batch 2 with
 ``--quick``), because a width-64 step at 256x256 takes tens of seconds on two cores. Environment variables:
