@@ -67,6 +67,8 @@ def test_train_parts_target_end_to_end(tmp_path: Path) -> None:
     assert 0 <= result["validation"]["miou"] <= 1 and "iou_tail" in result["validation"]
     meta = json.loads((out / "best.json").read_text())
     assert meta["model_kwargs"]["out_channels"] == 6
+    # the foreground's validation t_opt is the run's threshold (it was the 0.5 default before)
+    assert 0 <= result["validation"]["fg_iou_opt"] <= 1 and meta["threshold"] == result["validation"]["t_opt"]
     pred = tmp_path / "pred"
     assert main(["predict", str(root / "train" / "images"), "--model", str(out), "--out", str(pred),
                  "--no-overlay", "--instances"]) == 0  # fmt: skip

@@ -41,13 +41,6 @@ def augment_parts_batch(
     return (*augment_parts(augmenter, images, codes, gen, normalization), None)
 
 
-def predict_codes(
-    model: Any, images: Sequence[np.ndarray], normalization: str, device: Any, batch_size: int = 4
-) -> list[np.ndarray]:
-    """Arg-max part codes, (H, W) uint8 per image, of a part network (float32, eval mode, no TTA)."""
-    return [codes for codes, _ in predict_codes_and_foreground(model, images, normalization, device, batch_size)]
-
-
 def predict_codes_and_foreground(
     model: Any, images: Sequence[np.ndarray], normalization: str, device: Any, batch_size: int = 4
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -90,7 +83,8 @@ def score_codes(preds: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> dict
 def validate_parts(model: Any, data: Any, normalization: str, device: Any, batch_size: int = 4) -> dict[str, Any]:
     """Validation measures of a part network on a :class:`~spermseg.training.trainer.SplitData` with code targets:
     :func:`score_codes` of the arg-max codes, plus ``t_opt`` / ``fg_iou_opt``: the threshold of the foreground
-    probability with the best whole-sperm IoU and that IoU (the run's ``threshold``, used by ``predict``)."""
+    probability with the best whole-sperm IoU and that IoU (recorded as the run's ``threshold``; ``predict`` keeps
+    the arg-max codes, which scored as well on validation: docs/instances.md)."""
     from spermseg.training.validation import evaluate_probs
 
     pairs = predict_codes_and_foreground(model, data.images, normalization, device, batch_size)
