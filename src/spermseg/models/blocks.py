@@ -149,6 +149,17 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size, mode: str = "
 # --------------------------------------------------------------------------------------------------------------
 
 
+class SubsampledPointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution with stride s > 1 computed as a 1x1 convolution of every s-th pixel: the same arithmetic and
+    parameters as ``nn.Conv2d(cin, cout, 1, stride=s)``, without its strided kernel, whose channels_last backward
+    corrupts the heap on CPUs with AVX-512 BF16 and no AMX (torch 2.13 CPU; docs/training.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, cout, ceil(H / s), ceil(W / s))."""
+        sh, sw = self.stride
+        return F.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias, 1, 0, 1, self.groups)
+
+
 class ConvNormAct(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d -> ReLU (activation optional); 'same' padding for odd kernels."""
 
@@ -163,10 +174,9 @@ class ConvNormAct(nn.Sequential):
         act: bool = True,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
+        conv = SubsampledPointwiseConv2d if kernel_size == 1 and stride > 1 else nn.Conv2d
         layers: list[nn.Module] = [
-            nn.Conv2d(
-                cin, cout, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=False
-            ),
+            conv(cin, cout, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=False),
             nn.BatchNorm2d(cout),
         ]
         if act:

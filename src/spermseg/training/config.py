@@ -189,7 +189,7 @@ class RuntimeConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         amp: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX-512 BF16), where it is 2-4x
             faster), ``bf16`` (on CUDA or any CPU) or ``off``. The loss, validation and test scores are always float32.
-        channels_last: ``auto`` (on CUDA, and on AMX CPUs when bf16 runs there), ``on`` or ``off``.
+        channels_last: ``auto`` (on CUDA, and on the CPU when bf16 runs there), ``on`` or ``off``.
         deterministic: deterministic algorithms (same seed and device give the same weights).
         threads: torch CPU threads (0 = leave the default).
         progress: show a progress bar (only on a terminal).

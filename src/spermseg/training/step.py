@@ -174,18 +174,14 @@ def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
-    """``auto``: on CUDA, and on CPUs with AMX when bf16 runs there (oneDNN's AMX kernels are fastest in NHWC).
-
-    Not on CPUs with AVX-512 BF16 but no AMX (AMD EPYC): there channels_last was 1.5x faster than NCHW in bf16,
-    but the backward of a 1x1 stride-2 convolution (every strided ``ResidualBlock``'s shortcut) in channels_last
-    corrupts the heap (``double free or corruption``, a segfault in ``make demo``; torch 2.13 CPU; never seen on
-    AMX CPUs; docs/training.md has the three-line reproducer), so every network trains NCHW there.
+    """``auto``: on CUDA, and on the CPU when bf16 runs there (oneDNN's bf16 kernels are fastest in NHWC: 1.5x NCHW
+    on an AMD EPYC with AVX-512 BF16). There one kernel was faulty: the channels_last backward of a 1x1 stride-2
+    convolution corrupted the heap (torch 2.13 CPU); :class:`~spermseg.models.blocks.SubsampledPointwiseConv2d`
+    computes that layer without it (docs/training.md).
     """
-    from spermseg.inference.forward import cpu_has_amx
-
     if cfg.runtime.channels_last != "auto":
         return cfg.runtime.channels_last == "on"
-    return device.type == "cuda" or (amp_enabled(cfg, device) and cpu_has_amx())
+    return device.type == "cuda" or amp_enabled(cfg, device)
 
 
 def steps_per_epoch(cfg: TrainConfig, n: int, dist_info: DistInfo) -> int:
