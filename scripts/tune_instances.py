@@ -125,9 +125,6 @@ def variants(
         "binary + filter, heads from parts": lambda pb, codes, pf: (
             binary(pb), np.isin(codes, HEAD_CODES), False),
         "parts fg, heads from parts": lambda pb, codes, pf: (pf >= fg_thr, np.isin(codes, HEAD_CODES), False),
-        "avg(binary, parts fg), heads from parts": lambda pb, codes, pf: (
-            suppress_headless((pb + pf) / 2, (thr + fg_thr) / 2, radius) >= (thr + fg_thr) / 2,
-            np.isin(codes, HEAD_CODES), False),
         "binary | parts, heads from parts": lambda pb, codes, pf: (
             binary(pb) | (codes > 0), np.isin(codes, HEAD_CODES), False),
     }  # fmt: skip
