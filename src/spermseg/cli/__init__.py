@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,13 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process. Returns the exit code (0 ok, 1 failure found, 2 user error)."""
-    import os
-
     from spermseg.errors import SpermsegError
 
-    # Idle OpenMP threads sleep instead of spinning (set before torch loads): on a shared or small machine spinning
-    # threads slow PyTorch's CPU kernels several-fold. Users can still set their own policy.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP's wait policy is left to the user (OMP_WAIT_POLICY): it used to be forced to PASSIVE here, which on an
+    # idle 2-core CPU made 2-thread training 1.2x (unet, 256 crops) to 2.4x (the ensembling network, 96 crops)
+    # slower, since sleeping threads are woken for every short kernel. On a machine shared with other busy jobs,
+    # PASSIVE can be faster (docs/training.md).
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
