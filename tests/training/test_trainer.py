@@ -133,6 +133,28 @@ def test_split_by_group_is_deterministic_and_disjoint() -> None:
     assert tr and va
 
 
+def test_nested_subset_is_nested_seeded_and_checked() -> None:
+    from spermseg.errors import ConfigError
+    from spermseg.training.train_data import nested_subset
+
+    pool = list(range(3, 40, 2))
+    small, large = nested_subset(pool, 4, seed=0), nested_subset(pool, 9, seed=0)
+    assert len(small) == 4 and len(large) == 9 and set(small) <= set(large) <= set(pool)
+    assert small == sorted(small) and nested_subset(pool, 4, seed=0) == small
+    assert nested_subset(pool, 4, seed=1) != small
+    assert nested_subset(pool, 0, seed=0) == pool
+    with pytest.raises(ConfigError, match="data.train_images=99"):
+        nested_subset(pool, 99, seed=0)
+
+
+def test_train_images_keeps_the_validation_images(data_root: Path, tmp_path: Path) -> None:
+    """data.train_images trains on fewer images while validating on the same held-out groups as a full run."""
+    full = train(_cfg(data_root, epochs=1), tmp_path / "full").result
+    few = train(_cfg(data_root, epochs=1, extra=("data.train_images=3",)), tmp_path / "few").result
+    assert few["n_train"] == 3 < full["n_train"]
+    assert few["val_groups"] == full["val_groups"] and few["n_val"] == full["n_val"]
+
+
 def test_ensemble_schedule_preset() -> None:
     cfg = train_config("paper", ensemble=True)
     assert cfg.schedule.milestones == (5, 15) and cfg.schedule.batch_size == 6

@@ -48,6 +48,10 @@ class DataConfig:
         crop_foreground: probability that a training crop is centred on a random foreground pixel of its target
             instead of a uniformly random position (0 = uniform, the paper's whole images have no crops).
         max_images: use only the first N training images (0 = all), for quick experiments.
+        train_images: train on N images of the training part, drawn after the validation split (0 = all): the
+            validation images stay the same for every N, and the subsets are nested (the first N of one
+            permutation seeded by ``validation.split_seed``, so 12 images are among the 24), for data-efficiency
+            curves (scripts/data_efficiency.py).
         binarize_threshold: threshold for non-binary mask files (None = masks must be binary).
     """
 
@@ -61,6 +65,7 @@ class DataConfig:
     crop: int = 0
     crop_foreground: float = 0.0
     max_images: int = 0
+    train_images: int = 0
     binarize_threshold: float | None = None
 
 
@@ -370,6 +375,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.data.crop >= 0, "data.crop", cfg.data.crop, ">= 0 (0 = whole images)"),
         (0 <= cfg.data.crop_foreground <= 1, "data.crop_foreground", cfg.data.crop_foreground, "in [0, 1]"),
         (cfg.data.max_images >= 0, "data.max_images", cfg.data.max_images, ">= 0 (0 = all)"),
+        (cfg.data.train_images >= 0, "data.train_images", cfg.data.train_images, ">= 0 (0 = all)"),
         (cfg.model.width is None or cfg.model.width >= 1, "model.width", cfg.model.width, "null or >= 1"),
         (cfg.runtime.keep_states >= 1, "runtime.keep_states", cfg.runtime.keep_states, ">= 1"),
     ]

@@ -211,6 +211,29 @@ def split_by_group(groups: Sequence[str], fraction: float, seed: int) -> tuple[l
     return train, val
 
 
+def nested_subset(indices: Sequence[int], n: int, seed: int) -> list[int]:
+    """``n`` of ``indices``: the first ``n`` of one permutation seeded by ``seed``, so that a smaller ``n`` gives a
+    subset of a larger one (nested data-efficiency subsets); returned sorted.
+
+    Args:
+        indices: the candidates (e.g. the training part after the validation split).
+        n: how many to keep; 0 keeps all.
+        seed: seed of the permutation (independent of the run seed: every seed trains on the same images).
+
+    Raises:
+        ConfigError: ``n`` larger than ``len(indices)``.
+    """
+    if n <= 0:
+        return list(indices)
+    if n > len(indices):
+        raise ConfigError(
+            f"data.train_images={n} but the training part has only {len(indices)} images after the validation "
+            "split; lower data.train_images or validation.fraction"
+        )
+    order = np.random.default_rng(seed).permutation(len(indices))
+    return sorted(indices[i] for i in order[:n])
+
+
 class DeviceData:
     """Training samples on the device; draws random-cropped, augmented, normalized batches.
 

@@ -57,6 +57,7 @@ from spermseg.training.train_data import (  # noqa: F401 - re-exported
     attach_cached_masks,
     load_config_split,
     load_split_data,
+    nested_subset,
     split_by_group,
     whole_sperm_scale_of,
 )
@@ -306,6 +307,7 @@ def _setup(
         inputs_ids = attach_cached_masks(full, cfg.model.masks, cfg.data.train_split, cfg.model.mask_models)
     split_seed = cfg.seed if cfg.validation.split_seed is None else cfg.validation.split_seed
     train_idx, val_idx = split_by_group(full.groups, cfg.validation.fraction, split_seed)
+    train_idx = nested_subset(train_idx, cfg.data.train_images, split_seed)
     train_data, val_data = full.subset(train_idx), full.subset(val_idx)
     if distiller is not None:
         val_data.masks = None  # the teacher's masks are the student's targets, not its inputs
