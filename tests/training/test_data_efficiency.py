@@ -31,7 +31,7 @@ def test_data_efficiency_script_runs_scratch_and_init_cells(tmp_path: Path) -> N
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
-    runs = {(p.parents[1].name, p.parent.name): json.loads(p.read_text()) for p in out.glob("n*/*/s0/result.json")}
+    runs = {(p.parents[2].name, p.parents[1].name): json.loads(p.read_text()) for p in out.glob("n*/*/s0/result.json")}
     assert set(runs) == {("n3", "scratch"), ("n3", "start"), ("nall", "scratch"), ("nall", "start")}
     assert {r["n_train"] for k, r in runs.items() if k[0] == "n3"} == {3}
     assert len({json.dumps(r["val_groups"]) for r in runs.values()}) == 1  # one validation set for every cell
