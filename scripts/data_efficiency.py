@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="unet", help="network (default: %(default)s)")
     parser.add_argument("--preset", default="cpu", help="training preset (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=400, help="optimizer steps per run (default: %(default)s)")
-    parser.add_argument("--steps-per-epoch", type=int, default=20, help="steps between validations' epochs")
+    parser.add_argument("--steps-per-epoch", type=int, default=20,
+                        help="optimizer steps per epoch; epochs = --steps / this (default: %(default)s)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config override")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each (default: %(default)s)")
     return parser.parse_args(argv)
