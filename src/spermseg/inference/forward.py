@@ -2,7 +2,7 @@
 
 ``predict_probs`` is the one place where a trained network meets images: it normalizes each image exactly as
 training did (:func:`spermseg.data.transforms.normalize`), runs the model in eval mode with gradients off
-(float32 by default, bf16 autocast on request; channels_last on CUDA), optionally averages over flips
+(float32 by default, bf16 autocast on request; channels_last by default), optionally averages over flips
 (test-time augmentation), and returns float32 probabilities. Images of different sizes are batched by size; the
 models pad and crop internally.
 """
@@ -139,7 +139,10 @@ def predict_probs(
         batch_size: images per forward pass.
         tta: average the probabilities over horizontal/vertical flips (4 passes).
         masks: for ensembling networks, the input soft masks: (N, n_masks, H, W) or a list of (n_masks, H, W).
-        channels_last: use channels_last memory format; default: on CUDA only (where it is faster).
+        channels_last: use channels_last memory format; default: on, on every device. On CUDA it is the fast
+            layout; on the CPU oneDNN's float32 kernels measured 1.5-1.9x faster in it than NCHW (2 threads, AMD
+            EPYC, 640 x 512, batch 4: unet 1.91 -> 2.81 images/s, att_unet 1.35 -> 2.04, ens_s 2.64 -> 5.00),
+            probabilities within 2e-6 of NCHW's.
         precision: ``fp32`` (default: every score in a table is float32, as in the paper), ``bf16`` or ``auto``
             (bf16 on CUDA, float32 on the CPU).
 
@@ -158,7 +161,7 @@ def predict_probs(
     if mask_list is not None and len(mask_list) != len(imgs):
         raise DataError(f"predict_probs: {len(imgs)} images but {len(mask_list)} mask stacks")
     if channels_last is None:
-        channels_last = dev.type == "cuda"
+        channels_last = True
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     was_training = model.training
     # The caller's layout comes back afterwards: a trainer validating a channels_last model would otherwise go on
