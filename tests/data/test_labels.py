@@ -133,3 +133,23 @@ def test_folders_layout_label_folders(tmp_path: Path) -> None:
     arrays = load_split(tmp_path, "all", labels=("instances", "parts"))
     assert np.array_equal(arrays.labels("GT1")[0], inst)
     assert arrays.masks("R2", "full") is None  # parts never fake masks
+
+
+def test_labeled_max_matches_scipy_and_handles_absent_labels() -> None:
+    # The whole-sperm filter's per-piece radius: must equal scipy's labelled maximum (the slow reference it replaces),
+    # give 0 to the background and to labels with no pixel, and accept a mask with no piece at all.
+    from scipy import ndimage as ndi
+
+    from spermseg.data.labels import labeled_max
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, (40, 50))
+    labels[labels == 4] = 0  # label 4 absent
+    values = rng.random((40, 50)).astype(np.float32)
+    out = labeled_max(values, labels, 7)  # label 6 absent too
+    ref = np.asarray(ndi.maximum(values, labels, index=np.arange(7)), np.float32)
+    ref[0] = 0.0
+    ref[[4, 6]] = 0.0
+    np.testing.assert_array_equal(out, ref)
+    assert out.dtype == np.float32 and out.shape == (7,)
+    np.testing.assert_array_equal(labeled_max(values, np.zeros((40, 50), int), 1), [0.0])

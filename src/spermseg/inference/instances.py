@@ -119,6 +119,8 @@ def head_seeds(head: np.ndarray, min_head_area: int = 150, min_radius: float = 0
     from skimage.morphology import local_maxima, reconstruction
     from skimage.segmentation import watershed
 
+    from spermseg.data.labels import labeled_max
+
     head = np.asarray(head, bool)
     if not head.any():
         return np.zeros(head.shape, np.int32)
@@ -132,7 +134,7 @@ def head_seeds(head: np.ndarray, min_head_area: int = 150, min_radius: float = 0
     areas = np.bincount(seeds.ravel())
     small = areas < min_head_area
     if min_radius > 0 and seeds.max() > 0:
-        small[1:] |= ndi.maximum(dist, seeds, index=np.arange(1, seeds.max() + 1)) < min_radius
+        small |= labeled_max(dist, seeds, len(small)) < min_radius
     small = np.nonzero(small)[0]
     seeds[np.isin(seeds, small[small > 0])] = 0
     return _relabel(seeds)
