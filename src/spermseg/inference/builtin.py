@@ -14,7 +14,7 @@ napari widget, :func:`spermseg.load_predictor`), the string ``builtin`` means th
 (:data:`spermseg.inference.bundle.BUILTIN_DIR`; the name, the place and the checks live with the bundle loader,
 :func:`spermseg.inference.bundle.builtin_dir`, which this module builds on): every load verifies the manifest's
 checksum and each file's sha256 first, and a mismatch is one line saying to reinstall. A spermseg without the
-weights (they are made separately and not yet shipped) says so in one line.
+weights (an installation that lost them, or a checkout before they were made) says so in one line.
 
 A local folder that happens to be called ``builtin`` is still reachable as ``./builtin``.
 """

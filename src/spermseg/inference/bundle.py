@@ -308,8 +308,8 @@ def builtin_dir(*, verify: bool = True) -> Path:
     path = builtin_model_path()
     if path is None:
         raise SpermsegError(
-            f"this spermseg ({__version__}) has no built-in model: its weights are not shipped yet "
-            "(scripts/train_builtin.py makes them); give a bundle, run directory or .onnx file instead of 'builtin'"
+            f"this spermseg ({__version__}) has no built-in model: its weights are missing from "
+            "this installation (reinstall spermseg, or make them with scripts/train_builtin.py); give a bundle, run directory or .onnx file instead of 'builtin'"
         )
     if verify:
         try:
