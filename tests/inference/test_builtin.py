@@ -70,7 +70,8 @@ def test_without_weights_every_entry_point_says_so_in_one_line(tmp_path: Path, m
     for argv in commands:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "no built-in model" in err[0] and "missing from this installation" in err[0], (argv, err)
+        assert len(err) == 1 and "no built-in model" in err[0], (argv, err)
+        assert "missing from this installation" in err[0], (argv, err)
     assert not (tmp_path / "p").exists() and not (tmp_path / "t").exists()
     with pytest.raises(SpermsegError, match="no built-in model"):
         spermseg.load_predictor()

@@ -309,7 +309,8 @@ def builtin_dir(*, verify: bool = True) -> Path:
     if path is None:
         raise SpermsegError(
             f"this spermseg ({__version__}) has no built-in model: its weights are missing from "
-            "this installation (reinstall spermseg, or make them with scripts/train_builtin.py); give a bundle, run directory or .onnx file instead of 'builtin'"
+            "this installation (reinstall spermseg, or make them with scripts/train_builtin.py); "
+            "give a bundle, run directory or .onnx file instead of 'builtin'"
         )
     if verify:
         try:
