@@ -16,7 +16,7 @@ from spermseg.data.synth.truth import head_rows, instance_labels, truth_kinemati
 def _cfg() -> SynthConfig:
     from spermseg.config import resolve_config
 
-    overrides = ["height=160", "width=160", "sperm.count=[3,3]", "sperm.immotile_fraction=0.0"]
+    overrides = ["height=160", "width=160", "pixel_size_um=0.3", "sperm.count=[3,3]", "sperm.immotile_fraction=0.0"]
     return resolve_config(SynthConfig, overrides=[*overrides, "sperm.border_margin_um=-20"])
 
 
@@ -55,9 +55,9 @@ def test_truth_kinematics_of_the_exact_path() -> None:
     scene = scene_for(cfg, 2, 1)
     frames = [render_item(cfg, scene, 2, 1, f) for f in range(6)]
     rows = [r for f, fr in enumerate(frames) for r in head_rows(fr, f)]
-    kin = truth_kinematics(scene, rows, cfg.fps, cfg.pixel_size_um)
+    kin = truth_kinematics(scene, rows, cfg.fps, scene.pixel_size_um)
     one = [r for r in rows if r["sperm_id"] == kin[0]["track_id"]]
-    xy = np.array([[r["head_x"], r["head_y"]] for r in one]) * cfg.pixel_size_um
+    xy = np.array([[r["head_x"], r["head_y"]] for r in one]) * scene.pixel_size_um
     expected = np.hypot(*np.diff(xy, axis=0).T).sum() / ((one[-1]["frame"] - one[0]["frame"]) / cfg.fps)
     assert kin[0]["vcl_um_s"] == pytest.approx(expected, rel=1e-9)
     assert instance_labels(frames[0]).max() <= len(scene.sperm)

@@ -23,7 +23,9 @@ EXAMPLE = "spermseg demo --out runs/demo"
 # 192x192 at 0.3 um/px (the generator's default magnification, inside the 0.08-0.35 um/px of lab microscopes): tails
 # 2-3 px wide, so the simulated raters' 0.6-0.7 px contour noise leaves their labels within reach (at 0.5 um/px the
 # truth itself scored only IoU 0.50 full / 0.47 tail against GT1; at 0.3, 0.62 / 0.56). More sperm per video than
-# the generator's default gives the short CPU training enough foreground to learn from.
+# the generator's default gives the short CPU training enough foreground to learn from. The paper's frames are ICSI
+# (Hoffman relief contrast): the demo mixes the generator's two ICSI contrast modes, phase and relief, equally; its
+# bright-field mode belongs to stained smears imaged at 0.08-0.16 um/px, where at 0.3 um/px tails all but vanish.
 DEMO_SYNTH = {
     "train": 96,
     "test": 12,
@@ -33,7 +35,7 @@ DEMO_SYNTH = {
     "videos": 1,
     "frames": 12,
 }
-DEMO_SYNTH_CONFIG = "sperm:\n  count: [10, 18]\n"
+DEMO_SYNTH_CONFIG = "sperm:\n  count: [10, 18]\nappearance:\n  mode: mix\n  mix_weights: [0.5, 0.5, 0.0]\n"
 BUDGET_S = 600.0
 
 

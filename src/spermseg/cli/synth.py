@@ -44,13 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=50, metavar="F", help="frames per video (default 50)")
     parser.add_argument("--no-mp4", action="store_true", help="write video frames as PNG only, no MP4")
     parser.add_argument(
-        "--pixel-size", type=positive_float, default=None, metavar="UM", help="micrometres per pixel (0.3)"
+        "--pixel-size",
+        type=positive_float,
+        default=None,
+        metavar="UM",
+        help="micrometres per pixel, the same for every video (default: drawn per video by contrast mode)",
     )
     parser.add_argument(
         "--images-per-video", type=int, default=None, metavar="N", help="dataset images drawn from each video (10)"
     )
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="YAML with SynthConfig values")
-    add_set_argument(parser, "optics.contrast=[0.1,0.2]", what="a parameter")
+    add_set_argument(parser, "appearance.mode=brightfield", what="a parameter")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous synthetic dataset in OUT")
     parser.add_argument(
         "--workers",
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None:
         overrides += [f"height={args.size[0]}", f"width={args.size[1]}"]
     if args.pixel_size is not None:
+        # one fixed pixel size for every video instead of the default per-video range
         overrides.append(f"pixel_size_um={args.pixel_size}")
     if args.images_per_video is not None:
         overrides.append(f"images_per_video={args.images_per_video}")
@@ -95,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         splits = manifest["splits"]
         parts = [f"{s}: {len(splits[s]['images'])} images from {len(splits[s]['videos'])} videos" for s in splits]
-        print(f"wrote {args.out} ({'; '.join(parts)}; {cfg.height}x{cfg.width}, {cfg.pixel_size_um} um/px)")
+        scale = "pixel size per video" if cfg.pixel_size_um is None else f"{cfg.pixel_size_um} um/px"
+        print(f"wrote {args.out} ({'; '.join(parts)}; {cfg.height}x{cfg.width}, {scale}, {cfg.appearance.mode})")
         for v in manifest["videos"]:
             print(f"video {v['id']}: {v['frames']} frames" + (f", {v['mp4']}" if v["mp4"] else ", no MP4"))
     sys.stdout.flush()

@@ -247,4 +247,4 @@ def synthetic_frames(n_frames: int, *, seed: int = 0, video: int = 0, size: int 
     cfg = SynthConfig(height=size, width=size)
     scene = scene_for(cfg, seed, video)
     frames = np.stack([render_item(cfg, scene, seed, video, i).image for i in range(n_frames)])
-    return frames, {"pixel_size_um": cfg.pixel_size_um, "fps": cfg.fps}
+    return frames, {"pixel_size_um": scene.pixel_size_um, "fps": cfg.fps}

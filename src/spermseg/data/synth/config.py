@@ -49,7 +49,14 @@ class SpermConfig:
 
 @dataclass
 class OpticsConfig:
-    """Narrow depth of field, halo (phase/Hoffman contrast) and the per-video contrast (sampled per video)."""
+    """Narrow depth of field and blur (sampled per video or sperm); pixel values hold at ``reference_pixel_size_um``.
+
+    Blur is a property of the optics, so at a finer pixel size it spans more pixels: every ``*_px`` value here is
+    multiplied by ``reference_pixel_size_um / pixel size`` of the video. The contrast mode (absorption, halo,
+    relief) is drawn per video from :class:`AppearanceConfig`.
+    """
+
+    reference_pixel_size_um: float = 0.3  # the pixel size at which the *_px blur values below hold
 
     psf_sigma_px: Range = (0.6, 0.9)  # blur of an in-focus object
     focus_blur_px: Range = (0.0, 1.5)  # extra blur of the whole sperm from its focus offset (per sperm)
@@ -57,11 +64,7 @@ class OpticsConfig:
     focus_blur_far_px: Range = (2.0, 3.5)  # focus blur of those far-out-of-focus sperm
     tail_end_blur_px: Range = (1.0, 3.5)  # additional blur reached at the tail end (per sperm)
     tail_blur_exponent: Range = (1.5, 2.5)  # blur grows as (s / L) ** exponent along the tail
-    contrast: Range = (0.18, 0.32)  # fractional darkening of an in-focus, fully dense object
-    dark_core_probability: float = 0.75  # dark core + light rim; otherwise a light core + dark rim
-    halo_strength: Range = (0.2, 0.8)  # rim strength relative to the contrast
     halo_sigma_px: Range = (1.5, 3.5)  # how far the rim spreads beyond the blur
-    relief: Range = (0.0, 0.5)  # Hoffman-like shadow cast: a directional derivative of the object
     tail_fade: Range = (0.0, 0.3)  # extra contrast loss toward the tail end, besides blur
 
 
@@ -69,7 +72,6 @@ class OpticsConfig:
 class BackgroundConfig:
     """Homogeneous background with gradients, two regions, artifacts and debris (sampled per video)."""
 
-    level: Range = (0.45, 0.7)  # mean background intensity in [0, 1]
     gradient: Range = (0.0, 0.12)  # peak-to-peak linear illumination change across the frame (fraction)
     texture: Range = (0.0, 0.03)  # amplitude of slow low-frequency intensity variations (fraction)
     flicker: Range = (0.0, 0.15)  # brightness change between frames of one video (fraction)
@@ -82,8 +84,71 @@ class BackgroundConfig:
     spills: IntRange = (0, 2)  # wide, faint, elongated smears
     stains: IntRange = (0, 3)  # irregular blobs
     head_debris: IntRange = (0, 4)  # small head-sized particles
-    bubbles: IntRange = (0, 2)  # air bubbles: light centre, dark ring
     debris_contrast: Range = (0.2, 0.9)  # optical density of artifacts relative to a sperm head
+    speck_size_um: Range = (0.2, 0.7)  # radius of the small dark particles of ``appearance.*.specks``
+
+
+@dataclass
+class ModeConfig:
+    """One contrast mode: how a video's microscope turns optical density into intensity (sampled per video).
+
+    Image factor ``1 - contrast * absorption * ((1 + halo) S - halo S_halo) + contrast * relief * dS/dn``
+    (render.py), ``S`` the blurred optical density of the objects.
+    """
+
+    pixel_size_um: Range  # micrometres per pixel, drawn per video (unless ``SynthConfig.pixel_size_um`` is set)
+    contrast: Range  # fractional darkening of an in-focus, fully dense object (before the absorption weight)
+    absorption: Range  # weight of the absorption term; relief contrast sees mostly the gradient
+    halo_strength: Range  # rim strength relative to the contrast (phase-like halo)
+    dark_core_probability: float  # dark core + light rim; otherwise a light core + dark rim
+    relief: Range  # directional derivative (Hoffman modulation / DIC shear), relative to the contrast
+    tail_density_scale: Range  # multiplies the tail's optical density (stained heads absorb far more)
+    defocus_scale: float  # multiplies focus and tail-end blur (a dried, stained smear lies flat: in focus)
+    background_level: Range  # mean background intensity in [0, 1]
+    noise_scale: float  # multiplies the camera noise of ``noise``
+    specks: IntRange  # small dark particles (stain precipitate, dust): not sperm-like
+    bubbles: IntRange  # air bubbles: light centre, dark ring (none under a coverslipped, dried smear)
+
+
+def _phase() -> ModeConfig:
+    # the original ICSI look: dark cores with light halos (or the reverse), a little relief; ICSI objectives
+    # (20-40x) give about 0.15-0.35 um/px (SegSperm's heads are 15-20 px long: ~0.26 um/px)
+    return ModeConfig(pixel_size_um=(0.15, 0.35), contrast=(0.18, 0.32), absorption=(1.0, 1.0),
+                      halo_strength=(0.2, 0.8), dark_core_probability=0.75, relief=(0.0, 0.5), tail_density_scale=(1.0, 1.0), defocus_scale=1.0,
+                      background_level=(0.45, 0.7), noise_scale=1.0, specks=(0, 3), bubbles=(0, 2))  # fmt: skip
+
+
+def _relief() -> ModeConfig:
+    # Hoffman modulation contrast: one side bright, the other dark; faint relief lines for tails; smooth, quiet
+    return ModeConfig(pixel_size_um=(0.15, 0.35), contrast=(0.2, 0.35), absorption=(0.1, 0.35),
+                      halo_strength=(0.0, 0.1), dark_core_probability=1.0, relief=(4.0, 8.0), tail_density_scale=(0.8, 1.2), defocus_scale=1.0,
+                      background_level=(0.4, 0.65), noise_scale=0.5, specks=(0, 4), bubbles=(0, 2))  # fmt: skip
+
+
+def _brightfield() -> ModeConfig:
+    # stained bright-field smear (as spermparsing): very dark heads, grey tails, light background, many specks;
+    # morphology is imaged at 60-100x: spermparsing's heads are 37-51 px long (~0.1 um/px)
+    return ModeConfig(pixel_size_um=(0.08, 0.16), contrast=(0.65, 0.9), absorption=(1.0, 1.0),
+                      halo_strength=(0.0, 0.15), dark_core_probability=1.0, relief=(0.0, 0.2), tail_density_scale=(0.2, 0.45), defocus_scale=0.4,
+                      background_level=(0.72, 0.92), noise_scale=1.0, specks=(5, 60), bubbles=(0, 0))  # fmt: skip
+
+
+@dataclass
+class AppearanceConfig:
+    """The contrast mode of each video: one of ``phase``, ``relief``, ``brightfield``, or ``mix``.
+
+    ``mix`` draws the mode per video with the probabilities ``mix_weights`` (phase, relief, brightfield):
+    domain randomisation, so that one model meets ICSI relief contrast and stained bright-field alike.
+    """
+
+    mode: str = "mix"
+    mix_weights: tuple[float, float, float] = (0.25, 0.25, 0.5)  # phase, relief, brightfield
+    phase: ModeConfig = field(default_factory=_phase)
+    relief: ModeConfig = field(default_factory=_relief)
+    brightfield: ModeConfig = field(default_factory=_brightfield)
+
+
+MODES: tuple[str, ...] = ("phase", "relief", "brightfield")
 
 
 @dataclass
@@ -150,12 +215,14 @@ class SynthConfig:
 
     height: int = 512  # image size in pixels
     width: int = 512
-    pixel_size_um: float = 0.3  # micrometres per pixel (SegSperm-like magnification)
+    # micrometres per pixel of every video; None: drawn per video from its contrast mode's ``pixel_size_um`` range
+    pixel_size_um: float | None = None
     fps: float = 25.0  # frame rate: time between frames of a video
     video_length: int = 300  # frames per video from which the dataset frames are drawn
     images_per_video: int = 10  # dataset images per video (SegSperm: 432 images from 40 videos)
     sperm: SpermConfig = field(default_factory=SpermConfig)
     optics: OpticsConfig = field(default_factory=OpticsConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     raters: RatersConfig = field(default_factory=RatersConfig)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from spermseg.data.layouts import PARTS  # defined once, in the data layer
-from spermseg.data.synth.config import SynthConfig
+from spermseg.data.synth.config import MODES, SynthConfig
 from spermseg.data.synth.raters import rate_frame
 from spermseg.data.synth.render import Frame, render_frame
 from spermseg.data.synth.scene import Scene, sample_scene
@@ -189,6 +189,8 @@ def generate_dataset(
                 bar.update(units)
     bar.close()
     videos = [results[k] for k in range(len(by_video), len(tasks))]
+    # the imaging conditions of every dataset video (pixel size and contrast mode are drawn per video)
+    conditions = {f"{v:0{width}d}": results[k] for k, v in enumerate(by_video)}
 
     manifest = {
         "generator": "spermseg.data.synth",
@@ -204,14 +206,15 @@ def generate_dataset(
         "raters": {"train": ["GT1"], "test": ["GT1"], "test_small": ["GT1", "GT2", "GT3"]},
         "splits": summary,
         "videos": videos,
+        "conditions": conditions,
         "config": config_to_dict(cfg),
     }
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
 
 
-def _write_items(out: Path, cfg: SynthConfig, seed: int, video: int, items: list[Item]) -> None:
-    """Render, rate and write the dataset images of one video."""
+def _write_items(out: Path, cfg: SynthConfig, seed: int, video: int, items: list[Item]) -> dict[str, Any]:
+    """Render, rate and write the dataset images of one video; returns its imaging conditions."""
     from spermseg.data.io import write_image, write_mask
 
     scene = scene_for(cfg, seed, video)
@@ -232,6 +235,7 @@ def _write_items(out: Path, cfg: SynthConfig, seed: int, video: int, items: list
         for part in PARTS:
             write_mask(out / "truth" / it.split / part / it.name, frame.truth[part])
         _write_label_truth(out / "truth" / it.split, it.name, frame)
+    return {"pixel_size_um": round(scene.pixel_size_um, 6), "mode": scene.mode}
 
 
 def _write_label_truth(folder: Path, name: str, frame: Frame) -> None:
@@ -267,7 +271,7 @@ def _write_video(
         images.append(frame.image)
     # tracking truth (spermseg.data.synth.truth): exact head positions and the kinematics of the exact path
     write_rows_csv(vdir / "truth" / "tracks.csv", T.TRUTH_TRACK_COLUMNS, heads)
-    kin = T.truth_kinematics(scene, heads, cfg.fps, cfg.pixel_size_um)
+    kin = T.truth_kinematics(scene, heads, cfg.fps, scene.pixel_size_um)
     write_rows_csv(vdir / "truth" / "kinematics.csv", KINEMATICS_COLUMNS, kin)
     movie = None
     if mp4 and images:
@@ -277,6 +281,8 @@ def _write_video(
         "id": vid,
         "frames": n_frames,
         "fps": cfg.fps,
+        "pixel_size_um": scene.pixel_size_um,
+        "mode": scene.mode,
         "mp4": str(movie.relative_to(out)) if movie is not None else None,
     }
 
@@ -351,8 +357,18 @@ def _validate(
         raise ConfigError(f"--seed must be >= 0, got {seed}")
     if cfg.height < 16 or cfg.width < 16:
         raise ConfigError(f"image size must be at least 16x16, got {cfg.height}x{cfg.width}")
-    if cfg.pixel_size_um <= 0:
-        raise ConfigError(f"pixel_size_um must be > 0, got {cfg.pixel_size_um}")
+    if cfg.pixel_size_um is not None and cfg.pixel_size_um <= 0:
+        raise ConfigError(f"pixel_size_um must be > 0 (or null: drawn per video), got {cfg.pixel_size_um}")
+    for look in MODES:
+        lo, hi = getattr(cfg.appearance, look).pixel_size_um
+        if not 0 < lo <= hi:
+            raise ConfigError(f"appearance.{look}.pixel_size_um must be 0 < low <= high, got {[lo, hi]}")
+    mode, modes = cfg.appearance.mode, ("mix", *MODES)
+    if mode not in modes:
+        raise ConfigError(f"unknown appearance.mode '{mode}'; choose one of {', '.join(modes)}")
+    weights = cfg.appearance.mix_weights
+    if len(weights) != len(MODES) or min(weights) < 0 or sum(weights) <= 0:
+        raise ConfigError(f"appearance.mix_weights needs {len(MODES)} weights >= 0 ({', '.join(MODES)}), got {weights}")
     if cfg.images_per_video < 1 or cfg.video_length < cfg.images_per_video:
         raise ConfigError(
             f"images_per_video must be >= 1 and <= video_length (got {cfg.images_per_video} and {cfg.video_length})"

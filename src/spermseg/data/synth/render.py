@@ -2,14 +2,16 @@
 
 Image model (all in fractions of the local background ``B``)::
 
-    I = B * (1 - p * ((a + a h) * S - a h * S_halo) + r * dS/dn) + noise
+    I = B * (1 - p * k * ((a + a h) * S - a h * S_halo) + a r * dS/dn) + noise
 
 ``S`` is the optical density of every object blurred by its own, spatially varying Gaussian (computed
 analytically from the distance fields: a band of width ``w`` blurred by ``sigma`` has the cross-profile
 ``(erf((d + w/2) / (sqrt(2) sigma)) - erf((d - w/2) / (sqrt(2) sigma))) / 2``). ``S_halo`` is ``S`` convolved
 with a Gaussian of the halo width, so ``S_halo - S`` is a rim that integrates to zero: a dark core with a light
-halo for ``p = +1`` (or the reverse for ``p = -1``), as in phase/Hoffman contrast. ``r * dS/dn`` is a
-Hoffman-like shadow cast. Blur grows along each tail, so its contrast fades with the blur itself, not with an ad
+halo for ``p = +1`` (or the reverse for ``p = -1``), as in phase contrast. ``a r * dS/dn`` is the relief of
+Hoffman modulation / DIC (a directional derivative of the optical thickness along the shear angle) and ``k`` the
+weight of absorption: the video's contrast mode (``phase``, ``relief``, ``brightfield``; config.ModeConfig) sets
+``a``, ``k``, ``h`` and ``r``. Blur grows along each tail, so its contrast fades with the blur itself, not with an ad
 hoc rule.
 """
 
@@ -172,7 +174,9 @@ def render_frame(scene: Scene, t: float, rng: np.random.Generator, *, min_mask_w
     codes = np.zeros(h * w, dtype=np.uint8)
     head_pixels: list[tuple[int, np.ndarray, np.ndarray]] = []
     hs2 = scene.halo_sigma**2
-    a, halo = scene.contrast, scene.halo
+    a, halo = scene.contrast * scene.absorption, scene.halo
+    # what the relief adds to a rater's impression of a band: its steepest slope (per pixel, as the kernel)
+    relief_gain = scene.contrast * scene.relief / math.sqrt(2 * math.pi)
     sperm_out: list[SpermFootprint] = []
 
     for sp in scene.sperm:
@@ -203,11 +207,15 @@ def render_frame(scene: Scene, t: float, rng: np.random.Generator, *, min_mask_w
             head_mask[head.idx[head.sd <= 0.0]] = True
             head_pixels.append((len(sperm_out) + 1, head.idx[head.sd <= 0.0], head.u[head.sd <= 0.0]))
         # contrast as a rater would judge it: the core darkening of an isolated straight band
-        vis = a * (
-            (1 + halo) * pose.density * peak_band(pose.width, pose.blur)
-            - halo * pose.density * peak_band(pose.width, blur_h)
+        vis = (
+            a
+            * (
+                (1 + halo) * pose.density * peak_band(pose.width, pose.blur)
+                - halo * pose.density * peak_band(pose.width, blur_h)
+            )
+            + relief_gain * pose.density * peak_band(pose.width, pose.blur) / pose.blur
         )
-        head_vis = (
+        head_vis = relief_gain * pose.head_density / hb + (
             a
             * pose.head_density
             * (
@@ -248,7 +256,9 @@ def render_frame(scene: Scene, t: float, rng: np.random.Generator, *, min_mask_w
     factor += np.float32(1.0)
     if scene.relief > 0:
         ca, sa = math.cos(scene.relief_angle), math.sin(scene.relief_angle)
-        kernel = np.float32(scene.relief * a / 8.0) * (np.float32(ca) * _SOBEL_X + np.float32(sa) * _SOBEL_X.T)
+        kernel = np.float32(scene.relief * scene.contrast / 8.0) * (
+            np.float32(ca) * _SOBEL_X + np.float32(sa) * _SOBEL_X.T
+        )
         factor += cv2.filter2D(dens2, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
     bg, gain = background(scene, t)
     img = factor

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from spermseg.data.synth.config import Range, SynthConfig
+from spermseg.data.synth.config import MODES, ModeConfig, Range, SynthConfig
 
 
 def _u(rng: np.random.Generator, r: Range) -> float:
@@ -46,6 +46,7 @@ class Sperm:
     tail_width_start: float
     tail_width_end: float
     head_density: float
+    midpiece_density: float
     tail_density_start: float
     tail_density_end: float
     wave_amplitude: float  # rad
@@ -103,9 +104,12 @@ class Scene:
     flicker_period: float
     flicker_phase: float
     region: dict[str, float] = field(default_factory=dict)  # empty: no second region
-    # optics
+    # imaging: pixel size and contrast mode (config.AppearanceConfig)
+    pixel_size_um: float = 0.3
+    mode: str = "phase"
     psf: float = 0.7
     contrast: float = 0.25
+    absorption: float = 1.0  # weight of the absorption term (relief contrast sees mostly the gradient)
     polarity: float = 1.0  # +1 dark core with light rim, -1 the reverse
     halo: float = 0.5
     halo_sigma: float = 2.0
@@ -161,9 +165,12 @@ def sample_scene(cfg: SynthConfig, rng: np.random.Generator) -> Scene:
         A :class:`Scene` for frames of size ``(cfg.height, cfg.width)``.
     """
     h, w = int(cfg.height), int(cfg.width)
-    px = float(cfg.pixel_size_um)
     bg, op, nz = cfg.background, cfg.optics, cfg.noise
-    level = _u(rng, bg.level)
+    mode = scene_mode(cfg, rng)
+    look: ModeConfig = getattr(cfg.appearance, mode)
+    px = _u(rng, look.pixel_size_um) if cfg.pixel_size_um is None else float(cfg.pixel_size_um)
+    blur_scale = op.reference_pixel_size_um / px  # the same optics span more pixels at a finer pixel size
+    level = _u(rng, look.background_level)
     grad = _u(rng, bg.gradient)
     gdir = rng.uniform(0, 2 * math.pi)
     diag = math.hypot(h, w)
@@ -186,19 +193,33 @@ def sample_scene(cfg: SynthConfig, rng: np.random.Generator) -> Scene:
         flicker_period=_u(rng, bg.flicker_period_s),
         flicker_phase=rng.uniform(0, 2 * math.pi),
         region=region,
-        psf=_u(rng, op.psf_sigma_px),
-        contrast=_u(rng, op.contrast),
-        polarity=1.0 if rng.random() < op.dark_core_probability else -1.0,
-        halo=_u(rng, op.halo_strength),
-        halo_sigma=_u(rng, op.halo_sigma_px),
-        relief=_u(rng, op.relief),
+        pixel_size_um=px,
+        mode=mode,
+        psf=_u(rng, op.psf_sigma_px) * blur_scale,
+        contrast=_u(rng, look.contrast),
+        absorption=_u(rng, look.absorption),
+        polarity=1.0 if rng.random() < look.dark_core_probability else -1.0,
+        halo=_u(rng, look.halo_strength),
+        halo_sigma=_u(rng, op.halo_sigma_px) * blur_scale,
+        relief=_u(rng, look.relief),
         relief_angle=rng.uniform(0, 2 * math.pi),
-        shot=_u(rng, nz.shot),
-        read=_u(rng, nz.read),
+        shot=_u(rng, nz.shot) * look.noise_scale**2,
+        read=_u(rng, nz.read) * look.noise_scale,
     )
-    scene.sperm = _sample_sperm(cfg, rng, h, w, px)
-    scene.debris = _sample_debris(cfg, rng, h, w, px, scene.psf)
+    tail_scale = _u(rng, look.tail_density_scale)
+    scene.sperm = _sample_sperm(cfg, rng, h, w, px, blur_scale * look.defocus_scale, tail_scale)
+    scene.debris = _sample_debris(cfg, rng, h, w, px, scene.psf, blur_scale, look.bubbles)
+    scene.debris += _sample_specks(cfg, rng, h, w, px, scene.psf, look.specks)
     return scene
+
+
+def scene_mode(cfg: SynthConfig, rng: np.random.Generator) -> str:
+    """The contrast mode of one video: ``appearance.mode``, or a draw from ``mix_weights`` for ``mix``."""
+    mode = cfg.appearance.mode
+    if mode != "mix":
+        return mode
+    weights = np.asarray(cfg.appearance.mix_weights, dtype=float)
+    return MODES[int(rng.choice(len(MODES), p=weights / weights.sum()))]
 
 
 def _sample_region(rng: np.random.Generator, h: int, w: int, curved_p: float) -> dict[str, float]:
@@ -219,7 +240,10 @@ def _sample_region(rng: np.random.Generator, h: int, w: int, curved_p: float) ->
     return {"kind": 0.0, "nx": nx, "ny": ny, "c": nx * cx + ny * cy, "edge": rng.uniform(1.0, 6.0)}
 
 
-def _sample_sperm(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px: float) -> list[Sperm]:
+def _sample_sperm(
+    cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px: float, defocus_scale: float, tail_scale: float
+) -> list[Sperm]:
+    """The sperm of a scene; ``defocus_scale`` multiplies focus blurs (pixels), ``tail_scale`` tail densities."""
     sc, op = cfg.sperm, cfg.optics
     n = _ui(rng, sc.count)
     margin = sc.border_margin_um / px
@@ -251,6 +275,8 @@ def _sample_sperm(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px
         midpiece_length = _u(rng, sc.midpiece_length_um) / px
         total_um = (tail_length + midpiece_length) * px
         far = rng.random() < op.defocus_tail_fraction
+        head_density = _u(rng, sc.head_density)
+        tail_start = _u(rng, sc.tail_density_start)
         out.append(
             Sperm(
                 neck=neck,
@@ -266,9 +292,10 @@ def _sample_sperm(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px
                 tail_length=tail_length,
                 tail_width_start=_u(rng, sc.tail_width_start_um) / px,
                 tail_width_end=_u(rng, sc.tail_width_end_um) / px,
-                head_density=_u(rng, sc.head_density),
-                tail_density_start=_u(rng, sc.tail_density_start),
-                tail_density_end=_u(rng, sc.tail_density_end),
+                head_density=head_density,
+                midpiece_density=0.5 * (head_density + tail_start) * tail_scale,
+                tail_density_start=tail_start * tail_scale,
+                tail_density_end=_u(rng, sc.tail_density_end) * tail_scale,
                 wave_amplitude=_u(rng, sc.wave_amplitude_rad),
                 wavenumber=2 * math.pi / (_u(rng, sc.wavelength_um) / px),
                 wave_phase=rng.uniform(0, 2 * math.pi),
@@ -276,11 +303,11 @@ def _sample_sperm(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px
                 beat_omega=2 * math.pi * _u(rng, sc.beat_hz) if motile else 0.0,
                 yaw=_u(rng, sc.head_yaw_rad) if motile else 0.0,
                 yaw_phase=rng.uniform(0, 2 * math.pi),
-                focus_blur=_u(rng, op.focus_blur_far_px) if far else _u(rng, op.focus_blur_px),
-                focus_drift=rng.uniform(0.0, 0.4),
+                focus_blur=(_u(rng, op.focus_blur_far_px) if far else _u(rng, op.focus_blur_px)) * defocus_scale,
+                focus_drift=rng.uniform(0.0, 0.4) * defocus_scale,
                 focus_period=rng.uniform(3.0, 15.0),
                 focus_phase=rng.uniform(0, 2 * math.pi),
-                tail_end_blur=_u(rng, op.tail_end_blur_px),
+                tail_end_blur=_u(rng, op.tail_end_blur_px) * defocus_scale,
                 tail_blur_exponent=_u(rng, op.tail_blur_exponent),
                 tail_fade=_u(rng, op.tail_fade),
                 n_points=max(8, int(round(total_um * sc.tail_points_per_um)) + 1),
@@ -289,7 +316,17 @@ def _sample_sperm(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px
     return out
 
 
-def _sample_debris(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px: float, psf: float) -> list[Debris]:
+def _sample_debris(
+    cfg: SynthConfig,
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    px: float,
+    psf: float,
+    blur_scale: float,
+    bubbles: tuple[int, int],
+) -> list[Debris]:
+    """Static artifacts; ``blur_scale`` converts their pixel blurs and line widths at the reference pixel size."""
     bg = cfg.background
     out: list[Debris] = []
 
@@ -297,7 +334,7 @@ def _sample_debris(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, p
         return _u(rng, bg.debris_contrast)
 
     def blur(extra: float) -> float:
-        return math.hypot(psf, rng.uniform(0.0, extra))
+        return math.hypot(psf, rng.uniform(0.0, extra) * blur_scale)
 
     for _ in range(_ui(rng, bg.lines)):
         length = rng.uniform(0.3, 1.5) * max(h, w)
@@ -309,7 +346,7 @@ def _sample_debris(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, p
                 density() * 0.7,
                 blur(1.5),
                 points=pts,
-                width=rng.uniform(0.6, 1.8),
+                width=rng.uniform(0.6, 1.8) * blur_scale,
                 sperm_like="tail" if length < 0.6 * max(h, w) else "",
             )
         )
@@ -345,10 +382,31 @@ def _sample_debris(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, p
                 sperm_like="head",
             )
         )
-    for _ in range(_ui(rng, bg.bubbles)):
+    for _ in range(_ui(rng, bubbles)):
         r = rng.uniform(3.0, 15.0) / px
         out.append(
             Debris("bubble", density(), blur(1.0), center=_inside(rng, h, w), axes=(r, r), width=rng.uniform(1.0, 2.5))
+        )
+    return out
+
+
+def _sample_specks(
+    cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, px: float, psf: float, count: tuple[int, int]
+) -> list[Debris]:
+    """Small round dark particles (stain precipitate, dust), drawn after the other debris (their own stream)."""
+    bg = cfg.background
+    out: list[Debris] = []
+    for _ in range(_ui(rng, count)):
+        r = max(_u(rng, bg.speck_size_um) / px, 0.7)
+        out.append(
+            Debris(
+                "stain",
+                _u(rng, bg.debris_contrast) * 0.6,
+                math.hypot(psf, rng.uniform(0.0, 1.0)),
+                center=_inside(rng, h, w),
+                axes=(r, r * rng.uniform(0.6, 1.0)),
+                angle=rng.uniform(0, math.pi),
+            )
         )
     return out
 
@@ -414,10 +472,9 @@ def sperm_pose(sp: Sperm, t: float, psf: float) -> SpermPose:
     in_mid = s <= sp.midpiece_length
     tf = np.clip((s - sp.midpiece_length) / sp.tail_length, 0.0, 1.0)
     width = np.where(in_mid, sp.midpiece_width, sp.tail_width_start + (sp.tail_width_end - sp.tail_width_start) * tf)
-    mid_density = 0.5 * (sp.head_density + sp.tail_density_start)
     density = np.where(
         in_mid,
-        mid_density,
+        sp.midpiece_density,
         (sp.tail_density_start + (sp.tail_density_end - sp.tail_density_start) * tf) * (1.0 - sp.tail_fade * tf),
     )
     focus = max(0.0, sp.focus_blur + sp.focus_drift * math.sin(2 * math.pi * t / sp.focus_period + sp.focus_phase))
