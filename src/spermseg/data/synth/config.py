@@ -114,14 +114,16 @@ def _phase() -> ModeConfig:
     # the original ICSI look: dark cores with light halos (or the reverse), a little relief; ICSI objectives
     # (20-40x) give about 0.15-0.35 um/px (SegSperm's heads are 15-20 px long: ~0.26 um/px)
     return ModeConfig(pixel_size_um=(0.15, 0.35), contrast=(0.18, 0.32), absorption=(1.0, 1.0),
-                      halo_strength=(0.2, 0.8), dark_core_probability=0.75, relief=(0.0, 0.5), tail_density_scale=(1.0, 1.0), defocus_scale=1.0,
+                      halo_strength=(0.2, 0.8), dark_core_probability=0.75, relief=(0.0, 0.5),
+                      tail_density_scale=(1.0, 1.0), defocus_scale=1.0,
                       background_level=(0.45, 0.7), noise_scale=1.0, specks=(0, 3), bubbles=(0, 2))  # fmt: skip
 
 
 def _relief() -> ModeConfig:
     # Hoffman modulation contrast: one side bright, the other dark; faint relief lines for tails; smooth, quiet
     return ModeConfig(pixel_size_um=(0.15, 0.35), contrast=(0.2, 0.35), absorption=(0.1, 0.35),
-                      halo_strength=(0.0, 0.1), dark_core_probability=1.0, relief=(4.0, 8.0), tail_density_scale=(0.8, 1.2), defocus_scale=1.0,
+                      halo_strength=(0.0, 0.1), dark_core_probability=1.0, relief=(4.0, 8.0),
+                      tail_density_scale=(0.8, 1.2), defocus_scale=1.0,
                       background_level=(0.4, 0.65), noise_scale=0.5, specks=(0, 4), bubbles=(0, 2))  # fmt: skip
 
 
@@ -129,7 +131,8 @@ def _brightfield() -> ModeConfig:
     # stained bright-field smear (as spermparsing): very dark heads, grey tails, light background, many specks;
     # morphology is imaged at 60-100x: spermparsing's heads are 37-51 px long (~0.1 um/px)
     return ModeConfig(pixel_size_um=(0.08, 0.16), contrast=(0.65, 0.9), absorption=(1.0, 1.0),
-                      halo_strength=(0.0, 0.15), dark_core_probability=1.0, relief=(0.0, 0.2), tail_density_scale=(0.2, 0.45), defocus_scale=0.4,
+                      halo_strength=(0.0, 0.15), dark_core_probability=1.0, relief=(0.0, 0.2),
+                      tail_density_scale=(0.2, 0.45), defocus_scale=0.4,
                       background_level=(0.72, 0.92), noise_scale=1.0, specks=(5, 60), bubbles=(0, 0))  # fmt: skip
 
 
