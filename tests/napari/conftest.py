@@ -91,5 +91,5 @@ def dark_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def frames() -> tuple[np.ndarray, dict[str, float]]:
-    """5 consecutive synthetic frames (5, 256, 256) uint8 and their calibration (0.3 um/px, 25 fps)."""
+    """5 consecutive synthetic frames (5, 256, 256) uint8 and their calibration (the drawn pixel size, 25 fps)."""
     return synthetic(5)

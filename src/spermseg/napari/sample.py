@@ -1,7 +1,7 @@
 """Sample data (File > Open Sample > spermseg): frames from ``spermseg synth``'s generator, with calibration.
 
-The calibration (0.3 um per pixel, 25 frames per second) travels in ``layer.metadata["spermseg"]``, which the
-"Segment sperm" widget reads to fill its pixel size and frame rate.
+The calibration (the pixel size the generator drew for the video, 25 frames per second) travels in
+``layer.metadata["spermseg"]``, which the "Segment sperm" widget reads to fill its pixel size and frame rate.
 """
 
 from __future__ import annotations
