@@ -5,9 +5,10 @@ ordinary ``spermseg train`` (a subprocess, ``--jobs`` at a time, one thread each
 
     spermseg train --data ROOT --model M --preset P --seed S --out OUT/nN/START/sS --resume
         --set data.train_images=N --set data.test_split=test --set schedule.epochs=E
-        --set schedule.steps_per_epoch=K [--init INIT] [--set ...]
+        --set schedule.steps_per_epoch=K --set schedule.exact_steps=true [--init INIT] [--set ...]
 
-* the same optimizer steps (``E x K``) for every N and start: the budget is fixed, not the epochs;
+* the same optimizer steps (``E x K``) for every N and start: the budget is fixed, not the epochs
+  (``schedule.exact_steps``: an epoch of few images draws them again until it has K full batches);
 * the same validation images for every N (``data.train_images`` draws N of the training part *after* the
   validation split, nested: the 12 images are among the 24), so checkpoint selection never sees test;
 * a finished run is skipped when the script runs again (resumable; a killed run resumes from its last epoch).
@@ -70,7 +71,8 @@ def cells(args: argparse.Namespace) -> list[dict]:
             for seed in _ints(args.seeds):
                 run = args.out / f"n{n or 'all'}" / label / f"s{seed}"
                 sets = [f"data.train_images={n}", "data.test_split=test", f"schedule.epochs={epochs}",
-                        f"schedule.steps_per_epoch={args.steps_per_epoch}", "runtime.threads=1",
+                        f"schedule.steps_per_epoch={args.steps_per_epoch}", "schedule.exact_steps=true",
+                        "runtime.threads=1",
                         "runtime.progress=false", *args.set]  # fmt: skip
                 argv = ["train", "--data", str(args.data), "--model", args.model, "--preset", args.preset,
                         "--seed", str(seed), "--out", str(run), "--resume",

@@ -8,9 +8,11 @@ Usage::
     # PQ / SQ / RQ and the per-sperm error classes of each variant on a set of cached images
     PYTHONPATH=src .venv/bin/python scripts/tune_instances.py eval --cache CACHE --set val --data spermparsing
 
-``val`` is the 20 training images that both runs held out for validation (``result.json`` ``val_groups``);
-``test`` is the test split (for the final number only). Each variant turns the two maps into a full mask and a
-head mask, separated by :func:`spermseg.inference.instances.separate_instances`, scored against GT1 instances.
+``cache --models binary`` (no ``--parts``) caches only the binary network; ``eval --only "binary + filter"`` then
+runs its variants. ``val`` is the 20 training images that both runs held out for validation (``result.json``
+``val_groups``); ``test`` is the test split (for the final number only). Each variant turns the two maps into a
+full mask and a head mask, separated by :func:`spermseg.inference.instances.separate_instances`, scored against
+GT1 instances.
 
 Error classes of a reference sperm that no prediction matches at IoU > 0.5 (its best-overlapping prediction P,
 reference R): ``missed`` (no prediction overlaps it), ``short`` (P inside R: |P & R| / |P| >= 0.8, tail lost),
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 HEAD_CODES = (1, 2, 3)
+TAGS = ("binary", "parts")  # the two cached networks; eval runs the variants whose maps are cached
 
 
 def _sets(binary_run: Path, data: Path) -> dict[str, list[tuple[str, str]]]:
@@ -139,10 +142,11 @@ def evaluate(args: argparse.Namespace) -> None:
     from spermseg.metrics.panoptic import PanopticAccumulator
 
     sets = json.loads((args.cache / "sets.json").read_text())
-    items = [(split, s) for split, s in sets[args.set] if (args.cache / "parts" / f"{s}.npy").exists()]
+    items = [(split, s) for split, s in sets[args.set] if any((args.cache / t / f"{s}.npy").exists() for t in TAGS)]
     items = items[: args.limit] if args.limit else items
     pred = load_predictor(args.binary)
-    vs = variants(pred.threshold, float(pred.min_head_radius or 0), args.fg_threshold)
+    thr = pred.threshold if args.threshold is None else args.threshold
+    vs = variants(thr, float(pred.min_head_radius or 0), args.fg_threshold)
     # a name given in full picks that variant only; otherwise every variant containing a given substring
     only = args.only or []
     chosen = [v for v in vs if v in only] or [v for v in vs if not only or any(o in v for o in only)]
@@ -156,14 +160,19 @@ def evaluate(args: argparse.Namespace) -> None:
     for split, stem in items:
         fb = args.cache / "binary" / f"{stem}.npy"
         pb = np.load(fb).astype(np.float32) if fb.exists() else None  # None: only the part variants can run
-        raw = np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32)
-        codes, pf = split_parts_prob(raw)
-        fg_codes, _ = split_parts_prob(raw, args.fg_threshold)
-        ref_codes = read_labels(args.data / split / f"{args.rater}_parts" / f"{stem}.png", "parts")
-        for acc, c in zip(pixels.values(), (codes, fg_codes), strict=True):
-            acc.update(c, ref_codes)
+        fp = args.cache / "parts" / f"{stem}.npy"
+        codes = pf = fg_codes = None  # no part map: only the binary variants can run
+        if fp.exists():
+            raw = np.load(fp).astype(np.float32)
+            codes, pf = split_parts_prob(raw)
+            fg_codes, _ = split_parts_prob(raw, args.fg_threshold)
+            ref_codes = read_labels(args.data / split / f"{args.rater}_parts" / f"{stem}.png", "parts")
+            for acc, c in zip(pixels.values(), (codes, fg_codes), strict=True):
+                acc.update(c, ref_codes)
         ref = read_labels(args.data / split / f"{args.rater}_instances" / f"{stem}.png", "instances")
         for v in chosen:
+            if (pb is None and "binary" in v) or (codes is None and "parts" in v):
+                raise SystemExit(f"variant {v!r} needs a map that {args.cache} does not hold for {stem}: use --only")
             full, head, keep = vs[v](pb, fg_codes if "parts fg" in v else codes, pf)
             labels = separate_instances(full, head, InstanceOptions(keep_headless=keep, **extra))
             accs[v].update(labels, ref)
@@ -175,7 +184,7 @@ def evaluate(args: argparse.Namespace) -> None:
             f"full {r['full']:.3f}"
         )
     keys = ("missed", "short", "long", "split", "other", "fp_bg", "fp_part")
-    print(f"{args.set}: {len(items)} images, InstanceOptions {extra or 'defaults'}\n")
+    print(f"{args.set}: {len(items)} images, binary threshold {thr:.3f}, InstanceOptions {extra or 'defaults'}\n")
     print("| variant | PQ | SQ | RQ | TP | " + " | ".join(keys) + " | sperm (pred / ref) |")
     print("|---|" + "---|" * (5 + len(keys) + 1))
     for v in chosen:
@@ -189,7 +198,7 @@ def main(argv: list[str] | None = None) -> Any:
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache")
     c.add_argument("--binary", type=Path, required=True)
-    c.add_argument("--parts", type=Path, required=True)
+    c.add_argument("--parts", type=Path, default=None, help="the part run (not needed with --models binary)")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--sets", nargs="+", default=["val", "test"])
@@ -203,6 +212,7 @@ def main(argv: list[str] | None = None) -> Any:
     e.add_argument("--rater", default="GT1")
     e.add_argument("--limit", type=int, default=0)
     e.add_argument("--only", nargs="*", default=None, help="substrings of the variants to run")
+    e.add_argument("--threshold", type=float, default=None, help="binary threshold (default: the run's own)")
     e.add_argument("--fg-threshold", type=float, default=0.5, help="threshold of the part network's foreground")
     e.add_argument("--opt", nargs="*", default=[], help="InstanceOptions overrides, KEY=VALUE")
     args = parser.parse_args(argv)

@@ -35,7 +35,8 @@ def test_data_efficiency_script_runs_scratch_and_init_cells(tmp_path: Path) -> N
     assert set(runs) == {("n3", "scratch"), ("n3", "start"), ("nall", "scratch"), ("nall", "start")}
     assert {r["n_train"] for k, r in runs.items() if k[0] == "n3"} == {3}
     assert len({json.dumps(r["val_groups"]) for r in runs.values()}) == 1  # one validation set for every cell
-    assert {r["epochs"] for r in runs.values()} == {2}  # 4 steps at 2 per epoch: the same budget everywhere
+    # 4 steps at 2 per epoch: the same budget everywhere, also for 3 images (one batch per pass)
+    assert {(r["epochs"], r["steps_per_epoch"]) for r in runs.values()} == {(2, 2)}
     table = json.loads((out / "table.json").read_text())
     assert set(table["scores"]) == {"3|scratch", "3|start", "0|scratch", "0|start"}
     assert all(len(v["iou_opt"]) == 1 for v in table["scores"].values())

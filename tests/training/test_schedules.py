@@ -55,3 +55,26 @@ def test_cpu_preset_and_its_alias() -> None:
     cfg = train_config("cpu")
     assert cfg.schedule.name == "cosine" and cfg.model.bias_prior and cfg.data.crop_foreground > 0
     assert train_config("cpu-small") == cfg  # the old name is an alias for one release
+
+
+@pytest.mark.parametrize(("n", "one_pass"), [(1, 1), (3, 1), (7, 2), (20, 5)])
+def test_exact_steps_fill_every_epoch_with_full_batches(n: int, one_pass: int) -> None:
+    """schedule.exact_steps: a fixed step budget for any training-set size (scripts/data_efficiency.py); without it
+    steps_per_epoch only caps one pass over the images."""
+    from spermseg.training.distributed import DistInfo
+    from spermseg.training.step import epoch_order, steps_per_epoch
+
+    one = DistInfo()
+    capped = train_config("cpu", overrides=["schedule.batch_size=4", "schedule.steps_per_epoch=5"])
+    exact = train_config("cpu", overrides=["schedule.batch_size=4", "schedule.steps_per_epoch=5",
+                                           "schedule.exact_steps=true"])  # fmt: skip
+    assert steps_per_epoch(capped, n, one) == one_pass  # batches of 4 (a last one of >= 2 images kept)
+    assert steps_per_epoch(exact, n, one) == 5
+    order = epoch_order(exact, 3, n, one, 5)
+    assert len(order) >= 20 and set(order) == set(range(n))
+    for k in range(0, len(order) - n + 1, n):  # every pass is a permutation of all images
+        assert sorted(order[k : k + n]) == list(range(n))
+    assert order[:n] == epoch_order(capped, 3, n, one, 5)  # the first pass is the capped run's pass
+    assert epoch_order(exact, 3, n, one, 5) == order  # deterministic
+    with pytest.raises(ConfigError, match="exact_steps"):
+        train_config("cpu", overrides=["schedule.exact_steps=true", "schedule.steps_per_epoch=0"])

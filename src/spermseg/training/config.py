@@ -120,6 +120,9 @@ class ScheduleConfig:
         milestones: epochs after which the learning rate is multiplied by ``gamma``.
         gamma: learning-rate decay factor.
         steps_per_epoch: cap on optimizer steps per epoch (0 = one pass over the training images).
+        exact_steps: make ``steps_per_epoch`` exact instead of a cap: an epoch whose one pass over the training
+            images has fewer steps draws further permutations of them, so a fixed step budget holds for any number
+            of training images (``scripts/data_efficiency.py``).
         name: ``multistep`` (the paper's), ``cosine`` (warm-up + cosine decay) or ``plateau`` (decay by ``gamma``
             when the training loss stops falling); see :mod:`spermseg.training.schedules`.
         warmup_epochs: linear warm-up epochs of ``cosine``.
@@ -132,6 +135,7 @@ class ScheduleConfig:
     milestones: tuple[int, ...] = (30, 80)
     gamma: float = 0.3
     steps_per_epoch: int = 0
+    exact_steps: bool = False
     name: Literal["multistep", "cosine", "plateau"] = "multistep"
     warmup_epochs: int = 0
     min_lr_ratio: float = 0.01
@@ -355,6 +359,12 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.schedule.batch_size >= 1, "schedule.batch_size", cfg.schedule.batch_size, "an integer >= 1"),
         (cfg.schedule.gamma > 0, "schedule.gamma", cfg.schedule.gamma, "> 0"),
         (cfg.schedule.steps_per_epoch >= 0, "schedule.steps_per_epoch", cfg.schedule.steps_per_epoch, ">= 0"),
+        (
+            not cfg.schedule.exact_steps or cfg.schedule.steps_per_epoch > 0,
+            "schedule.exact_steps",
+            cfg.schedule.exact_steps,
+            "false unless schedule.steps_per_epoch > 0 (the exact number of steps)",
+        ),
         (
             all(m >= 1 for m in cfg.schedule.milestones),
             "schedule.milestones",

@@ -195,5 +195,23 @@ def steps_per_epoch(cfg: TrainConfig, n: int, dist_info: DistInfo) -> int:
     if per_rank > bs and per_rank % bs >= 2:  # keep a last partial batch unless it is one image (BatchNorm)
         steps += 1
     if cfg.schedule.steps_per_epoch:
-        steps = min(steps, cfg.schedule.steps_per_epoch)
+        steps = cfg.schedule.steps_per_epoch if cfg.schedule.exact_steps else min(steps, cfg.schedule.steps_per_epoch)
     return steps
+
+
+#: Seed streams of an epoch's further permutations (``schedule.exact_steps``), far from the rank streams.
+_REPEAT_STREAM = 1 << 20
+
+
+def epoch_order(cfg: TrainConfig, epoch: int, n: int, dist_info: DistInfo, steps: int) -> list[int]:
+    """This rank's training indices for one epoch: one shared permutation of the ``n`` images, and with
+    ``schedule.exact_steps`` further ones (each from its own seed) until ``steps`` full batches are covered."""
+    from spermseg.training.distributed import shard_indices
+
+    order = shard_indices(n, epoch_seed(cfg.seed, epoch, -1), dist_info)
+    need = steps * cfg.schedule.batch_size if cfg.schedule.exact_steps else 0
+    k = 0
+    while len(order) < need:
+        k += 1
+        order += shard_indices(n, epoch_seed(cfg.seed, epoch, _REPEAT_STREAM + k), dist_info)
+    return order

@@ -44,6 +44,7 @@ from spermseg.training.step import (  # noqa: F401 - re-exported: the loop's bui
     build_optimizer,
     call_base,
     call_ensemble,
+    epoch_order,
     epoch_seed,
     make_inputs,
     reseed_epoch,
@@ -401,7 +402,7 @@ def _train_epoch(run: _Run, st: _RunState, epoch: int, bar: Any, t_epoch: float)
     """The optimizer steps of one epoch; returns the epoch's row (lr, mean train loss, images per second)."""
     import torch
 
-    from spermseg.training.distributed import all_reduce_mean, shard_indices
+    from spermseg.training.distributed import all_reduce_mean
     from spermseg.training.schedules import step_scheduler
 
     cfg, device, dist_info, model = run.cfg, run.device, run.dist, run.model
@@ -409,7 +410,7 @@ def _train_epoch(run: _Run, st: _RunState, epoch: int, bar: Any, t_epoch: float)
     rank_seed = reseed_epoch(cfg.seed, epoch, dist_info.rank)
     crop_gen = torch.Generator().manual_seed(rank_seed)
     aug_gen = torch.Generator().manual_seed(rank_seed + 1)  # CPU: same draws on any device
-    order = shard_indices(run.dev_data.n, epoch_seed(cfg.seed, epoch, -1), dist_info)
+    order = epoch_order(cfg, epoch, run.dev_data.n, dist_info, steps)
     model.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     n_steps = 0
@@ -562,6 +563,7 @@ def _finish(run: _Run, st: _RunState, t_run: float, preset_name: str | None) -> 
         "seed": cfg.seed,
         "preset": preset_name,
         "epochs": cfg.schedule.epochs,
+        "steps_per_epoch": run.steps,
         "best_epoch": best["epoch"],
         "validation": best["metrics"],
         "threshold": best_model.spermseg_meta.get("threshold"),
