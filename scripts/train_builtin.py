@@ -84,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     data, run, bundle = work / "synth", work / "run", work / "bundle"
     force = ["--overwrite"] if args.force else []
     commands: list[str] = []
+    synth = ["synth", "--out", str(data), "--train", str(args.train), "--test", str(args.test), "--test-small",
+             "0", "--size", *map(str, args.size), "--seed", str(args.data_seed), "--images-per-video",
+             str(args.images_per_video), *[x for kv in args.synth_set for x in ("--set", kv)], *force]  # fmt: skip
     if args.force or not (data / "synth.json").is_file():
-        synth = ["synth", "--out", str(data), "--train", str(args.train), "--test", str(args.test), "--test-small",
-                 "0", "--size", *map(str, args.size), "--seed", str(args.data_seed), "--images-per-video",
-                 str(args.images_per_video), *[x for kv in args.synth_set for x in ("--set", kv)], *force]  # fmt: skip
         _run(synth, commands)
-    else:
-        commands.append(f"(kept {data}: spermseg synth --seed {args.data_seed}; pass --force to regenerate)")
+    else:  # the whole command, so that the recorded steps stay rerunnable (--force regenerates)
+        commands.append(f"(kept {data}, made by an earlier run; this run's arguments give: "
+                        f"{shlex.join(['spermseg', *synth])})")  # fmt: skip
     sets = [f"model.width={args.width}", "data.test_split=test", *args.set]
     train = ["train", "--data", str(data), "--model", args.model, "--preset", args.preset, "--seed", str(args.seed),
              "--out", str(run), "--device", args.device, *[x for kv in sets for x in ("--set", kv)]]  # fmt: skip
