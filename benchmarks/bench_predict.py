@@ -141,6 +141,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--calibration", type=Path, default=None, help="int8 calibration images (folder)")
     parser.add_argument("--ap-images", type=int, default=0, help="score only the first N test images (0: all)")
     parser.add_argument("--cpu-time", action="store_true", help="student table: CPU seconds, not wall (busy machine)")
+    parser.add_argument("--bases", type=Path, nargs="*", default=[], help="the teacher's base runs: a row each")
     return parser.parse_known_args(argv)
 
 
@@ -186,6 +187,25 @@ def _scores(fn, data: Path, n: int) -> tuple[float, float]:
     return s["ap"], s["iou_opt"]
 
 
+def _run_name(run: Path) -> str:
+    """A base run's model and seed (its result.json), else its folder name."""
+    import json
+
+    f = Path(run) / "result.json"
+    if not f.is_file():
+        return Path(run).name
+    r = json.loads(f.read_text())
+    return f"`{r.get('model', Path(run).name)}` s{r.get('seed', '?')}"
+
+
+def _onnx_fn(path: Path, optimization: str):
+    """predict's ONNX pipeline (backend + whole-sperm filter) at a given ONNX Runtime optimization level."""
+    from spermseg.inference.onnx import onnx_backend, onnx_min_head_radius, onnx_threshold
+    from spermseg.inference.postprocess import with_whole_sperm
+
+    return with_whole_sperm(onnx_backend(path, "cpu", optimization), onnx_threshold(path), onnx_min_head_radius(path))
+
+
 def _student(quick: bool, tmp: Path, opts: argparse.Namespace) -> str:
     import numpy as np
 
@@ -202,13 +222,16 @@ def _student(quick: bool, tmp: Path, opts: argparse.Namespace) -> str:
     calibration = _calibration(opts)
     int8 = quantize_onnx(onnx, tmp / "student.int8.onnx", calibration)
     cpu = PredictOptions(device="cpu", precision="fp32", batch_size=2)
-    onnx_opt = PredictOptions(device="cpu", backend="onnx", batch_size=2)
+    # ONNX Runtime at both graph optimization levels (onnx_session: "auto" picks one by the narrowest convolution)
     rows = [
         ("teacher pipeline (torch fp32)", teacher, cpu),
+        *((f"base {_run_name(b)} (torch fp32)", b, cpu) for b in opts.bases),
         ("student torch eager fp32", student, cpu),
-        ("student onnxruntime fp32", onnx, onnx_opt),
-        ("student onnxruntime int8", int8, onnx_opt),
-    ]
+        ("student onnxruntime fp32, layout NCHWc (all)", onnx, "all"),
+        ("student onnxruntime fp32, no NCHWc (extended)", onnx, "extended"),
+        ("student onnxruntime int8, layout NCHWc (all)", int8, "all"),
+        ("student onnxruntime int8, no NCHWc (extended)", int8, "extended"),
+    ]  # fmt: skip
     frames = np.random.default_rng(0).random((2, 512, 512), dtype=np.float32)
     repeat = 2 if quick else 5
     clock = time.process_time if opts.cpu_time else time.perf_counter
@@ -216,7 +239,7 @@ def _student(quick: bool, tmp: Path, opts: argparse.Namespace) -> str:
     t = Table(f"Student vs teacher at 512x512, batch 2{what_time}{' (quick)' if quick else ''}", unit="frame")
     teacher_ap = None
     for name, model, options in rows:
-        fn, _threshold = build_batch_fn(model, options)
+        fn = _onnx_fn(model, options) if isinstance(options, str) else build_batch_fn(model, options)[0]
         m = t.add(measure(lambda fn=fn: fn(frames), name=name, repeat=repeat, items=2, trace_memory=False,
                           clock=clock))  # fmt: skip
         m.extra["speed vs teacher"] = f"{t.rows[0].median / m.median:.2f}x"

@@ -109,8 +109,20 @@ def diagnose(pred: np.ndarray, ref: np.ndarray) -> Counter:
 Maps = tuple[np.ndarray, np.ndarray]  # binary probability (H, W), part sigmoids (6, H, W)
 
 
+def hysteresis(prob: np.ndarray, high_mask: np.ndarray, low: float) -> np.ndarray:
+    """``high_mask`` grown into ``prob >= low``: the 8-connected components of the low mask that hold a pixel of
+    the high mask (a tail whose probability dips below the threshold for a few px stays one piece)."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label((prob >= low) | high_mask, structure=np.ones((3, 3), bool))
+    keep = np.zeros(n + 1, bool)
+    keep[np.unique(lab[high_mask])] = True
+    keep[0] = False
+    return keep[lab]
+
+
 def variants(
-    thr: float, radius: float, fg_thr: float
+    thr: float, radius: float, fg_thr: float, low: float | None = None
 ) -> dict[str, Callable[..., tuple[np.ndarray, np.ndarray | None, bool]]]:
     """name -> fn(binary prob, part codes, part foreground prob) -> (full mask, head mask or None, keep_headless).
 
@@ -121,16 +133,34 @@ def variants(
     def binary(pb: np.ndarray) -> np.ndarray:
         return suppress_headless(pb, thr, radius) >= thr
 
-    return {
+    def grown(pb: np.ndarray) -> np.ndarray:  # hysteresis after the whole-sperm filter (the filter sees thr only)
+        return hysteresis(pb, binary(pb), thr if low is None else low)
+
+    def parts_grown(pf: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        return hysteresis(pf, codes > 0, fg_thr if low is None else low)
+
+    out = {
         "parts alone": lambda pb, codes, pf: (codes > 0, np.isin(codes, HEAD_CODES), False),
         "binary + filter, heads estimated": lambda pb, codes, pf: (binary(pb), None, True),
         "binary + filter, heads estimated, headless dropped": lambda pb, codes, pf: (binary(pb), None, False),
         "binary + filter, heads from parts": lambda pb, codes, pf: (
             binary(pb), np.isin(codes, HEAD_CODES), False),
         "parts fg, heads from parts": lambda pb, codes, pf: (pf >= fg_thr, np.isin(codes, HEAD_CODES), False),
+        "parts, heads estimated": lambda pb, codes, pf: (codes > 0, None, True),
+        "parts fg + filter, heads estimated": lambda pb, codes, pf: (
+            suppress_headless(pf, fg_thr, radius) >= fg_thr, None, True),
+        "parts fg + filter, heads estimated, headless dropped": lambda pb, codes, pf: (
+            suppress_headless(pf, fg_thr, radius) >= fg_thr, None, False),
         "binary | parts, heads from parts": lambda pb, codes, pf: (
             binary(pb) | (codes > 0), np.isin(codes, HEAD_CODES), False),
     }  # fmt: skip
+    if low is not None:
+        out[f"binary + filter + hysteresis {low:g}, heads estimated"] = lambda pb, codes, pf: (grown(pb), None, True)
+        out[f"binary + filter + hysteresis {low:g}, headless dropped"] = lambda pb, codes, pf: (
+            grown(pb), None, False)
+        out[f"parts + hysteresis {low:g}, heads from parts"] = lambda pb, codes, pf: (
+            parts_grown(pf, codes), np.isin(codes, HEAD_CODES), False)
+    return out
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -146,7 +176,8 @@ def evaluate(args: argparse.Namespace) -> None:
     items = items[: args.limit] if args.limit else items
     pred = load_predictor(args.binary)
     thr = pred.threshold if args.threshold is None else args.threshold
-    vs = variants(thr, float(pred.min_head_radius or 0), args.fg_threshold)
+    radius = float(pred.min_head_radius or 0) if args.radius is None else args.radius
+    vs = variants(thr, radius, args.fg_threshold, args.low)
     # a name given in full picks that variant only; otherwise every variant containing a given substring
     only = args.only or []
     chosen = [v for v in vs if v in only] or [v for v in vs if not only or any(o in v for o in only)]
@@ -214,6 +245,8 @@ def main(argv: list[str] | None = None) -> Any:
     e.add_argument("--only", nargs="*", default=None, help="substrings of the variants to run")
     e.add_argument("--threshold", type=float, default=None, help="binary threshold (default: the run's own)")
     e.add_argument("--fg-threshold", type=float, default=0.5, help="threshold of the part network's foreground")
+    e.add_argument("--radius", type=float, default=None, help="whole-sperm radius (default: the binary run's)")
+    e.add_argument("--low", type=float, default=None, help="hysteresis: also run variants grown into prob >= LOW")
     e.add_argument("--opt", nargs="*", default=[], help="InstanceOptions overrides, KEY=VALUE")
     args = parser.parse_args(argv)
     return cache(args) if args.cmd == "cache" else evaluate(args)

@@ -54,3 +54,35 @@ def test_int8_without_calibration_is_one_line_error(tmp_path: Path, capsys: pyte
     assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx"), "--int8"]) == 2
     assert "--calibration" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("width, level", [(4, "extended"), (8, "all")])
+def test_auto_optimization_drops_the_blocked_layout_only_for_narrow_graphs(
+    tmp_path: Path, width: int, level: str
+) -> None:
+    """ONNX Runtime's NCHWc layout pads channels to its block (8 or 16): a graph with 4-channel layers runs without
+    it; float and int8 graphs are read alike, and every level computes the same probabilities."""
+    import onnxruntime as ort
+
+    from spermseg.inference.onnx import NCHWC_MIN_CHANNELS, narrowest_conv, onnx_session
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "run" / "best", create_model("unet", width=width), {"normalization": "minmax"})
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(calib / f"c{i}.png"), _frame(i))
+    out = tmp_path / "m.onnx"
+    argv = ["export", "--model", str(tmp_path / "run"), "--out", str(out), "--int8", "--calibration", str(calib)]
+    assert main(argv) == 0
+    for graph in (out, tmp_path / "m.int8.onnx"):
+        assert narrowest_conv(graph) == width
+        chosen = onnx_session(graph).get_session_options().graph_optimization_level
+        expected = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if width < NCHWC_MIN_CHANNELS else (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL)  # fmt: skip
+        assert chosen == expected, level
+    batch = np.stack([_frame(10 + i).astype(np.float32) / 255 for i in range(2)])
+    a, b = onnx_backend(out, optimization="all")(batch), onnx_backend(out, optimization="extended")(batch)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    with pytest.raises(Exception, match="choose one of auto, all, extended"):
+        onnx_session(out, optimization="fastest")

@@ -30,6 +30,36 @@ def test_parts_loss_is_small_for_the_right_codes_and_dice_weights_small_parts() 
     assert ce_only == pytest.approx(float(np.log(6)), rel=1e-5)
 
 
+def test_foreground_term_is_the_binary_cross_entropy_of_one_minus_background() -> None:
+    """loss.foreground_weight adds BCE(1 - softmax[background], any part): a pixel whose mass is split between
+    tail and midpiece is sure foreground and pays (almost) nothing there, however its code is split."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 5, 7)
+    codes = torch.randint(0, 6, (2, 1, 5, 7)).float()
+    p_fg = 1 - torch.softmax(logits, 1)[:, 0]
+    bce = torch.nn.functional.binary_cross_entropy(p_fg, (codes[:, 0] > 0).float())
+    plain = parts_loss(logits, codes, dice_weight=0)
+    assert parts_loss(logits, codes, dice_weight=0, foreground_weight=2.0) == pytest.approx(
+        float(plain + 2 * bce), rel=1e-5
+    )
+    split = torch.full((1, 6, 1, 1), -20.0)
+    split[0, 4], split[0, 5] = 10.0, 10.0  # half midpiece, half tail, no background
+    tail = torch.full((1, 1, 1, 1), 5.0)
+    fg_only = parts_loss(split, tail, dice_weight=0, foreground_weight=1.0) - parts_loss(split, tail, dice_weight=0)
+    assert 0 <= float(fg_only) < 1e-6
+
+
+def test_foreground_weight_is_refused_for_binary_networks() -> None:
+    from spermseg.errors import ConfigError
+    from spermseg.training.config import train_config
+
+    with pytest.raises(ConfigError, match="loss.foreground_weight"):
+        train_config("demo", overrides=["loss.foreground_weight=1"])
+    with pytest.raises(ConfigError, match="loss.foreground_weight"):
+        train_config("demo", overrides=["loss.foreground_weight=-1", "data.target=parts"])
+    assert train_config("demo", overrides=["loss.foreground_weight=1", "data.target=parts"]).loss.foreground_weight == 1
+
+
 def test_augment_parts_keeps_codes_and_moves_them_with_the_image() -> None:
     from spermseg.data.transforms import AugmentConfig, Augmenter
 

@@ -119,31 +119,80 @@ def onnx_min_head_radius(path: str | Path) -> float | None:
     return None if value is None else float(value)
 
 
-def onnx_session(path: str | Path, device: str = "cpu") -> Any:
-    """An ONNX Runtime session for an exported bundle (CUDA provider when asked and available)."""
+def narrowest_conv(path: str | Path) -> int | None:
+    """The fewest output channels of any convolution in an ONNX graph whose output has more than one channel
+    (the 1-channel logit heads are left out), or ``None`` when it has none. Float and int8 (QDQ) graphs alike:
+    the weights' first dimension is read from the initializers."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    dims = {init.name: list(init.dims) for init in proto.graph.initializer}
+    # in a QDQ graph a Conv's weight is the output of a DequantizeLinear whose input is the stored initializer
+    dequant = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+    widths = []
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "QLinearConv") and len(node.input) > 1:
+            w = node.input[3] if node.op_type == "QLinearConv" else node.input[1]
+            shape = dims.get(dequant.get(w, w))
+            if shape and len(shape) == 4 and shape[0] > 1:
+                widths.append(int(shape[0]))
+    return min(widths) if widths else None
+
+
+#: ONNX Runtime's CPU provider computes convolutions in a blocked channel layout (NCHWc) at its highest graph
+#: optimization level, padding channels to the block (8 or 16 floats with AVX2 / AVX-512) and reordering tensors
+#: around every op without a blocked kernel (transposed convolutions, concatenations). A network with layers
+#: narrower than the smallest block pays for padding and reorders: a ``unet`` of width 4 at 512x512 ran 15 % faster
+#: without the blocked layout (benchmarks/RESULTS.md, "Prediction: student").
+NCHWC_MIN_CHANNELS = 8
+OPTIMIZATIONS = ("auto", "all", "extended")
+
+
+def onnx_session(path: str | Path, device: str = "cpu", optimization: str = "auto") -> Any:
+    """An ONNX Runtime session for an exported bundle (CUDA provider when asked and available).
+
+    Args:
+        path: the ``.onnx`` file.
+        device: ``cpu`` or ``cuda[:N]``.
+        optimization: ONNX Runtime's graph optimization level: ``all`` (blocked NCHWc layout on the CPU),
+            ``extended`` (everything but the layout) or ``auto``: ``extended`` on the CPU for graphs with a
+            convolution narrower than :data:`NCHWC_MIN_CHANNELS` channels, ``all`` otherwise.
+    """
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"ONNX model not found: {path}; create it with 'spermseg export'")
+    if optimization not in OPTIMIZATIONS:
+        raise SpermsegError(f"unknown ONNX optimization '{optimization}'; choose one of {', '.join(OPTIMIZATIONS)}")
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise SpermsegError("--device cuda with --backend onnx needs onnxruntime-gpu; install it or use cpu")
         providers.insert(0, "CUDAExecutionProvider")
+    opts = ort.SessionOptions()
     try:
-        return ort.InferenceSession(str(path), providers=providers)
+        if optimization == "auto":
+            narrow = narrowest_conv(path)
+            optimization = "extended" if narrow is not None and narrow < NCHWC_MIN_CHANNELS else "all"
+        levels = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        }
+        opts.graph_optimization_level = levels[optimization]
+        return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise CheckpointError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
 
 
-def onnx_backend(path: str | Path, device: str = "cpu") -> BatchFn:
-    """Run an exported bundle (``spermseg export``) with ONNX Runtime, padding to its divisor and cropping back."""
+def onnx_backend(path: str | Path, device: str = "cpu", optimization: str = "auto") -> BatchFn:
+    """Run an exported bundle (``spermseg export``) with ONNX Runtime, padding to its divisor and cropping back
+    (``optimization``: :func:`onnx_session`)."""
     import torch
 
     from spermseg.models.blocks import pad_to_divisor
 
-    session = onnx_session(path, device)
+    session = onnx_session(path, device, optimization)
     divisor = int(session.get_modelmeta().custom_metadata_map.get("spermseg_divisor", 1))
 
     def run(batch: np.ndarray) -> np.ndarray:

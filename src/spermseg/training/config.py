@@ -156,6 +156,8 @@ class LossConfig:
         focal_gamma: focusing parameter of the focal loss.
         focal_alpha: class balance of the focal loss in (0, 1); null = off.
         alphas: deep-supervision weights, main output first (empty = 1 for every output; paper Eq. 3).
+        foreground_weight: part networks only: weight of a binary cross-entropy of the whole sperm
+            (``1 - softmax[background]``) added to their loss (:func:`spermseg.training.losses.parts_loss`; 0 = off).
     """
 
     name: Literal["bce", "dice_bce", "focal", "cldice", "skeleton_recall"] = "bce"
@@ -166,6 +168,7 @@ class LossConfig:
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
     alphas: tuple[float, ...] = ()
+    foreground_weight: float = 0.0
 
 
 @dataclass
@@ -388,6 +391,13 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.data.train_images >= 0, "data.train_images", cfg.data.train_images, ">= 0 (0 = all)"),
         (cfg.model.width is None or cfg.model.width >= 1, "model.width", cfg.model.width, "null or >= 1"),
         (cfg.runtime.keep_states >= 1, "runtime.keep_states", cfg.runtime.keep_states, ">= 1"),
+        (cfg.loss.foreground_weight >= 0, "loss.foreground_weight", cfg.loss.foreground_weight, ">= 0"),
+        (
+            cfg.loss.foreground_weight == 0 or cfg.data.target == "parts",
+            "loss.foreground_weight",
+            cfg.loss.foreground_weight,
+            "0 unless data.target is parts (a binary network's loss is already a foreground loss)",
+        ),
     ]
     for ok, key, value, allowed in checks:
         if not ok:

@@ -318,28 +318,43 @@ def ensemble_loss(
     return deep_supervision_loss(logits, list(aux), target.to(logits.dtype), bce_loss, (1.0, *weights))
 
 
-def parts_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0, eps: float = 1.0) -> torch.Tensor:
-    """Multi-class loss of a part network: softmax cross-entropy + ``dice_weight`` x multi-class soft Dice.
+def parts_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    dice_weight: float = 1.0,
+    eps: float = 1.0,
+    foreground_weight: float = 0.0,
+) -> torch.Tensor:
+    """Multi-class loss of a part network: softmax cross-entropy + ``dice_weight`` x multi-class soft Dice
+    (+ ``foreground_weight`` x binary cross-entropy of the whole sperm).
 
     The Dice term averages ``1 - Dice`` over the five foreground codes (pooled over the batch), so that the small
     parts (vacuoles, midpieces) weigh as much as the tail, which cross-entropy alone lets the background dominate.
+    The foreground term scores ``1 - softmax[background]`` against "any part", as a binary network's loss does:
+    cross-entropy asks a thin tail pixel for its own code, so a pixel torn between tail and midpiece can lose to
+    the background and break the tail, though the network is sure it is sperm.
 
     Args:
         logits: (B, C, H, W) raw scores, C = 6 part codes.
         target: (B, 1, H, W) float or integer codes in 0..C-1.
         dice_weight: weight of the Dice term (0 = cross-entropy only).
         eps: smoothing of the Dice ratio.
+        foreground_weight: weight of the whole-sperm binary cross-entropy (0 = off).
     """
     import torch
     import torch.nn.functional as F
 
     codes = target[:, 0].round().long()
-    ce = F.cross_entropy(logits, codes)
+    loss = F.cross_entropy(logits, codes)
+    if foreground_weight > 0:
+        # logit of the foreground: log(sum_k>0 exp z_k) - z_0 = log((1 - p_bg) / p_bg), stable for any scores
+        fg_logit = torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+        loss = loss + foreground_weight * F.binary_cross_entropy_with_logits(fg_logit, (codes > 0).to(fg_logit.dtype))
     if dice_weight == 0:
-        return ce
+        return loss
     prob = torch.softmax(logits, dim=1)[:, 1:]
     onehot = F.one_hot(codes, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
     inter = (prob * onehot).sum(dim=(0, 2, 3))
     denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
     dice = 1 - (2 * inter + eps) / (denom + eps)
-    return ce + dice_weight * dice.mean()
+    return loss + dice_weight * dice.mean()

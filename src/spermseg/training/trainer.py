@@ -348,7 +348,7 @@ def _setup(
         from spermseg.training.parts import augment_parts_batch as augment
 
         def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return parts_loss(logits, target, cfg.loss.dice_weight)
+            return parts_loss(logits, target, cfg.loss.dice_weight, foreground_weight=cfg.loss.foreground_weight)
 
     # Deep-supervision weights: the config's (main output first), else the model's own per-scale alphas (the
     # ensembling networks carry them, paper Eq. 3) with weight 1 for the fused output.
