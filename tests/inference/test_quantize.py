@@ -24,17 +24,23 @@ def _frame(seed: int, size=(64, 80)) -> np.ndarray:
     return img
 
 
-def test_int8_export_keeps_metadata_and_stays_close_to_float(tmp_path: Path) -> None:
+def _export_int8(tmp_path: Path, width: int, meta: dict, calibration_frames: int) -> Path:
+    """A unet of ``width`` saved with ``meta`` and exported as TMP/m.onnx and its int8 twin TMP/m.int8.onnx."""
     torch.manual_seed(0)
-    meta = {"normalization": "minmax", "threshold": 0.37, "whole_sperm": {"min_head_radius": 3.5}}
-    save_checkpoint(tmp_path / "run" / "best", create_model("unet", width=4), meta)
+    save_checkpoint(tmp_path / "run" / "best", create_model("unet", width=width), meta)
     calib = tmp_path / "calib"
     calib.mkdir()
-    for i in range(6):
+    for i in range(calibration_frames):
         cv2.imwrite(str(calib / f"c{i}.png"), _frame(i))
     out = tmp_path / "m.onnx"
     argv = ["export", "--model", str(tmp_path / "run"), "--out", str(out), "--int8", "--calibration", str(calib)]
     assert main(argv) == 0
+    return out
+
+
+def test_int8_export_keeps_metadata_and_stays_close_to_float(tmp_path: Path) -> None:
+    meta = {"normalization": "minmax", "threshold": 0.37, "whole_sperm": {"min_head_radius": 3.5}}
+    out = _export_int8(tmp_path, 4, meta, 6)
     q = tmp_path / "m.int8.onnx"
     assert q.is_file() and q.stat().st_size < out.stat().st_size
     assert onnx_threshold(q) == pytest.approx(0.37)
@@ -66,15 +72,7 @@ def test_auto_optimization_drops_the_blocked_layout_only_for_narrow_graphs(
 
     from spermseg.inference.onnx import NCHWC_MIN_CHANNELS, narrowest_conv, onnx_session
 
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path / "run" / "best", create_model("unet", width=width), {"normalization": "minmax"})
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    for i in range(2):
-        cv2.imwrite(str(calib / f"c{i}.png"), _frame(i))
-    out = tmp_path / "m.onnx"
-    argv = ["export", "--model", str(tmp_path / "run"), "--out", str(out), "--int8", "--calibration", str(calib)]
-    assert main(argv) == 0
+    out = _export_int8(tmp_path, width, {"normalization": "minmax"}, 2)
     for graph in (out, tmp_path / "m.int8.onnx"):
         assert narrowest_conv(graph) == width
         chosen = onnx_session(graph).get_session_options().graph_optimization_level
