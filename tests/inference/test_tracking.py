@@ -166,11 +166,14 @@ def test_acceptance_exact_masks_of_a_75_frame_synthetic_video(tmp_path: Path) ->
     from spermseg.data.synth import SynthConfig, generate_dataset
     from spermseg.evaluation.tracking import evaluate_tracks
 
-    generate_dataset(tmp_path / "s", SynthConfig(), n_train=0, n_test=0, n_test_small=0, seed=1, n_videos=1,
-                     n_frames=75, mp4=False, show_progress=False)  # fmt: skip
+    manifest = generate_dataset(tmp_path / "s", SynthConfig(), n_train=0, n_test=0, n_test_small=0, seed=1,
+                                n_videos=1, n_frames=75, mp4=False, show_progress=False)  # fmt: skip
     v = next((tmp_path / "s" / "videos").iterdir())
+    # the pixel size is drawn per video from its contrast mode's range: calibrate with the one drawn
+    (video,) = manifest["videos"]
+    calibration = ["--fps", str(video["fps"]), "--pixel-size", str(video["pixel_size_um"])]
     out = tmp_path / "t"
-    argv = ["track", "--masks", str(v / "truth" / "full"), "--fps", "25", "--pixel-size", "0.3", "--out", str(out)]
+    argv = ["track", "--masks", str(v / "truth" / "full"), *calibration, "--out", str(out)]
     assert main([*argv, "--no-report"]) == 0
     ev = evaluate_tracks(out, v / "truth")
     assert ev["identity_consistent"] >= 0.9
