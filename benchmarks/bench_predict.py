@@ -136,7 +136,13 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--only", action="append", choices=SECTIONS, default=None, help="sections to run (repeat)")
     parser.add_argument("--teacher", type=Path, default=None, help="teacher bundle (default: untrained E3 + ens)")
-    parser.add_argument("--student", type=Path, default=None, help="student run or bundle (default: untrained unet)")
+    parser.add_argument(
+        "--student",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="student runs or bundles, rows each (default: an untrained unet)",
+    )
     parser.add_argument("--data", type=Path, default=None, help="dataset with a test split: AP per row")
     parser.add_argument("--calibration", type=Path, default=None, help="int8 calibration images (folder)")
     parser.add_argument("--ap-images", type=int, default=0, help="score only the first N test images (0: all)")
@@ -198,6 +204,16 @@ def _run_name(run: Path) -> str:
     return f"`{r.get('model', Path(run).name)}` s{r.get('seed', '?')}"
 
 
+def _width(run: Path) -> int | None:
+    """A run's model width (its config.yaml), else None."""
+    import yaml
+
+    f = Path(run) / "config.yaml"
+    if not f.is_file():
+        return None
+    return (yaml.safe_load(f.read_text()).get("model") or {}).get("width")
+
+
 def _onnx_fn(path: Path, optimization: str):
     """predict's ONNX pipeline (backend + whole-sperm filter) at a given ONNX Runtime optimization level."""
     from spermseg.inference.onnx import onnx_backend, onnx_min_head_radius, onnx_threshold
@@ -214,24 +230,28 @@ def _student(quick: bool, tmp: Path, opts: argparse.Namespace) -> str:
     from spermseg.inference.predict import build_batch_fn
     from spermseg.inference.quantize import quantize_onnx
 
-    teacher, student = opts.teacher, opts.student
-    if teacher is None or student is None:
+    teacher, students = opts.teacher, list(opts.student or [])
+    if teacher is None or not students:
         made_teacher, made_student = _stand_ins(quick, tmp)
-        teacher, student = teacher or made_teacher, student or made_student
-    onnx = export_onnx(student, tmp / "student.onnx")
+        teacher, students = teacher or made_teacher, students or [made_student]
     calibration = _calibration(opts)
-    int8 = quantize_onnx(onnx, tmp / "student.int8.onnx", calibration)
     cpu = PredictOptions(device="cpu", precision="fp32", batch_size=2)
-    # ONNX Runtime at both graph optimization levels (onnx_session: "auto" picks one by the narrowest convolution)
     rows = [
         ("teacher pipeline (torch fp32)", teacher, cpu),
         *((f"base {_run_name(b)} (torch fp32)", b, cpu) for b in opts.bases),
-        ("student torch eager fp32", student, cpu),
-        ("student onnxruntime fp32, layout NCHWc (all)", onnx, "all"),
-        ("student onnxruntime fp32, no NCHWc (extended)", onnx, "extended"),
-        ("student onnxruntime int8, layout NCHWc (all)", int8, "all"),
-        ("student onnxruntime int8, no NCHWc (extended)", int8, "extended"),
-    ]  # fmt: skip
+    ]
+    for k, student in enumerate(students):
+        onnx = export_onnx(student, tmp / f"student{k}.onnx")
+        int8 = quantize_onnx(onnx, tmp / f"student{k}.int8.onnx", calibration)
+        who = f"student {_run_name(student)}" + (f" w{_width(student)}" if _width(student) else "")
+        # ONNX Runtime at both graph optimization levels (onnx_session's "auto" picks one by the narrowest conv)
+        rows += [
+            (f"{who} torch eager fp32", student, cpu),
+            (f"{who} onnxruntime fp32, NCHWc layout (all)", onnx, "all"),
+            (f"{who} onnxruntime fp32, no NCHWc (extended)", onnx, "extended"),
+            (f"{who} onnxruntime int8, NCHWc layout (all)", int8, "all"),
+            (f"{who} onnxruntime int8, no NCHWc (extended)", int8, "extended"),
+        ]
     frames = np.random.default_rng(0).random((2, 512, 512), dtype=np.float32)
     repeat = 2 if quick else 5
     clock = time.process_time if opts.cpu_time else time.perf_counter
@@ -247,8 +267,8 @@ def _student(quick: bool, tmp: Path, opts: argparse.Namespace) -> str:
             ap, iou = _scores(fn, opts.data, opts.ap_images)
             teacher_ap = ap if teacher_ap is None else teacher_ap
             m.extra.update({"AP test": f"{ap:.4f}", "AP - teacher": f"{ap - teacher_ap:+.4f}", "IoU_opt": f"{iou:.4f}"})
-    what = (f"teacher `{opts.teacher}`" if opts.teacher else "untrained teacher (E3 + ens_att_v2)") + ", " + (
-        f"student `{opts.student}`" if opts.student else "untrained student (unet)")  # fmt: skip
+    named = "students " + ", ".join(f"`{s}`" for s in opts.student) if opts.student else "untrained student (unet)"
+    what = (f"teacher `{opts.teacher}`" if opts.teacher else "untrained teacher (E3 + ens_att_v2)") + ", " + named
     where = (f"; AP on `{opts.data}` test" + (f" (first {opts.ap_images} images)" if opts.ap_images > 0 else "")
              if opts.data is not None else "; no --data: no AP")  # fmt: skip
     return t.markdown() + f"\n\n{what}; int8 calibrated on {len(calibration)} frames{where}.\n"
