@@ -156,10 +156,12 @@ def variants(
     }  # fmt: skip
     if low is not None:
         out[f"binary + filter + hysteresis {low:g}, heads estimated"] = lambda pb, codes, pf: (grown(pb), None, True)
-        out[f"binary + filter + hysteresis {low:g}, headless dropped"] = lambda pb, codes, pf: (
-            grown(pb), None, False)
+        out[f"binary + filter + hysteresis {low:g}, headless dropped"] = lambda pb, codes, pf: (grown(pb), None, False)
         out[f"parts + hysteresis {low:g}, heads from parts"] = lambda pb, codes, pf: (
-            parts_grown(pf, codes), np.isin(codes, HEAD_CODES), False)
+            parts_grown(pf, codes),
+            np.isin(codes, HEAD_CODES),
+            False,
+        )
     return out
 
 
