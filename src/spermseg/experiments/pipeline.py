@@ -430,11 +430,10 @@ def run_in_workers(cfg: ReproduceConfig, fn: Callable[..., Any], calls: Sequence
     """``fn(*args)`` for each ``args`` of ``calls`` in ``cfg.jobs`` worker processes with ``cfg.threads`` torch
     threads each (base runs, ensemble runs; results do not depend on the process); returns the results in order.
     ``fn`` must be a module-level function (it is pickled)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from spermseg.utils.workers import spawn_pool
 
-    # spawn, not fork: forking a process that already initialized torch's thread pools can deadlock.
-    with ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
+    # spawned workers that exit with this process: a killed reproduce leaves no training behind
+    with spawn_pool(cfg.jobs) as pool:
         futures = [pool.submit(_with_threads, cfg.threads, fn, args) for args in calls]
         return [f.result() for f in futures]
 

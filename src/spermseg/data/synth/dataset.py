@@ -177,11 +177,11 @@ def generate_dataset(
             results[k] = fn(*args)
             bar.update(units)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        ctx = multiprocessing.get_context("spawn")  # no fork of a parent that may hold threads
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        from spermseg.utils.workers import spawn_pool
+
+        with spawn_pool(min(workers, len(tasks))) as pool:
             futures = {pool.submit(fn, *args): (k, units) for k, (fn, args, units) in enumerate(tasks)}
             for fut in as_completed(futures):
                 k, units = futures[fut]
