@@ -111,7 +111,8 @@ def bundle_case(p: dict[str, Path], name: str, change: Callable[[dict], None], r
     return one_line(code, err, 2, needle) and not (p["tmp"] / f"o_{name}").exists()
 
 
-def cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:  # noqa: C901 - a flat list of cases
+def predict_cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:  # noqa: C901 - a flat list
+    """Bad input, locks, reuse and interruption of ``spermseg predict``."""
     t, m, img = p["tmp"], str(p["model"]), p["images"]
 
     def predict(*args: str) -> tuple[int, str, str]:
@@ -186,6 +187,37 @@ def cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:  # noqa: 
         code, _, err = predict(str(mixed), "--out", str(t / "mixed_out"))
         return code == 1 and "broken.png" in err and csv_agrees(t / "mixed_out")
 
+    f = str(p["file"])
+    return [
+        ("predict --out = input folder (a_prob.png kept)", out_is_input),
+        ("predict --out holds an input file", lambda: one_line(*predict(str(img / "a.png"), "--out", str(t))[::2])),
+        ("predict into a folder with results: refused", reuse),
+        ("predict --append: union of rows, CSV = files", append),
+        ("predict --overwrite: only this run's rows", overwrite),
+        ("predict --append after a kill: cleaned", interrupted),
+        ("predict while another run holds the lock", locked),
+        ("predict takes over a stale lock", stale_lock),
+        ("predict --tile-overlap >= --tile", bad("--tile", "16", "--tile-overlap", "16", needle="--tile-overlap")),
+        ("predict --tile-overlap < 0", bad("--tile", "16", "--tile-overlap", "-1", needle="--tile-overlap")),
+        ("predict --pixel-size < 0", bad("--pixel-size", "-0.3", needle="--pixel-size")),
+        ("predict --batch-size 0", bad("--batch-size", "0", needle="--batch-size")),
+        ("predict --threshold 1.5", bad("--threshold", "1.5", needle="--threshold")),
+        ("predict --out is a file", lambda: one_line(*predict(str(img / "a.png"), "--out", f)[::2], needle="--out")),
+        ("predict --out under a file", lambda: one_line(*predict(str(img), "--out", f + "/x")[::2], needle="--out")),
+        (
+            "predict missing model",
+            lambda: one_line(*call(["predict", str(img), "--model", str(t / "no"), "--out", str(t / "nm")])[::2]),
+        ),  # fmt: skip
+        ("predict missing input", lambda: one_line(*predict(str(t / "nothing.png"), "--out", str(t / "mi"))[::2])),
+        ("predict multi-page TIFF names its pages", multipage),
+        ("predict a corrupt file among good ones", corrupt_among_good),
+    ]
+
+
+def pipeline_cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:
+    """Bad input and damaged files of the other commands: train, masks, export, bundle, data, synth, evaluate."""
+    t, m = p["tmp"], str(p["model"])
+
     def cache_broken() -> bool:
         cache = t / "cache"
         ok = call(["masks", "--runs", m, "--data", str(p["data"]), "--out", str(cache), "--device", "cpu"])[0] == 0
@@ -224,28 +256,6 @@ def cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:  # noqa: 
 
     d, f = str(p["data"]), str(p["file"])
     return [
-        ("predict --out = input folder (a_prob.png kept)", out_is_input),
-        ("predict --out holds an input file", lambda: one_line(*predict(str(img / "a.png"), "--out", str(t))[::2])),
-        ("predict into a folder with results: refused", reuse),
-        ("predict --append: union of rows, CSV = files", append),
-        ("predict --overwrite: only this run's rows", overwrite),
-        ("predict --append after a kill: cleaned", interrupted),
-        ("predict while another run holds the lock", locked),
-        ("predict takes over a stale lock", stale_lock),
-        ("predict --tile-overlap >= --tile", bad("--tile", "16", "--tile-overlap", "16", needle="--tile-overlap")),
-        ("predict --tile-overlap < 0", bad("--tile", "16", "--tile-overlap", "-1", needle="--tile-overlap")),
-        ("predict --pixel-size < 0", bad("--pixel-size", "-0.3", needle="--pixel-size")),
-        ("predict --batch-size 0", bad("--batch-size", "0", needle="--batch-size")),
-        ("predict --threshold 1.5", bad("--threshold", "1.5", needle="--threshold")),
-        ("predict --out is a file", lambda: one_line(*predict(str(img / "a.png"), "--out", f)[::2], needle="--out")),
-        ("predict --out under a file", lambda: one_line(*predict(str(img), "--out", f + "/x")[::2], needle="--out")),
-        (
-            "predict missing model",
-            lambda: one_line(*call(["predict", str(img), "--model", str(t / "no"), "--out", str(t / "nm")])[::2]),
-        ),  # fmt: skip
-        ("predict missing input", lambda: one_line(*predict(str(t / "nothing.png"), "--out", str(t / "mi"))[::2])),
-        ("predict multi-page TIFF names its pages", multipage),
-        ("predict a corrupt file among good ones", corrupt_among_good),
         ("train --out is a file", lambda: one_line(*call(["train", "--data", d, "--out", f])[::2], needle="--out")),
         (
             "masks --out under a file",
@@ -321,6 +331,10 @@ def cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:  # noqa: 
         ),
         ("every --help shows an example", help_all),
     ]
+
+
+def cases(p: dict[str, Path]) -> list[tuple[str, Callable[[], bool]]]:
+    return predict_cases(p) + pipeline_cases(p)
 
 
 def _stack_dataset(p: dict[str, Path]) -> bool:
