@@ -84,7 +84,8 @@ def setup(tmp: Path) -> dict[str, Path]:
             (data / split / "images").mkdir(parents=True, exist_ok=True)
             (data / split / "GT1_full").mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(data / split / "images" / f"{i}_0000_1.png"), rng.integers(0, 255, (32, 32), np.uint8))
-            cv2.imwrite(str(data / split / "GT1_full" / f"{i}_0000_1.png"), (rng.random((32, 32)) > 0.8) * 255)
+            mask = ((rng.random((32, 32)) > 0.8) * 255).astype(np.uint8)
+            cv2.imwrite(str(data / split / "GT1_full" / f"{i}_0000_1.png"), mask)
     (model / "result.json").write_text(json.dumps({"validation": {"ap": 0.5}}))
     a_file = tmp / "a_file"
     a_file.write_text("x")
