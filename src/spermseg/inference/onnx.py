@@ -145,7 +145,7 @@ def narrowest_conv(path: str | Path) -> int | None:
 #: narrower than the smallest block pays for padding and reorders. Measured on the raw network at 512x512, batch 2,
 #: 2 cores, two runs each: a ``unet`` of width 4 ran 7-15 % faster without the blocked layout on a Xeon with AMX
 #: (62.7 / 63.8 against 58.6 / 55.7 frames/s) and 10-29 % on an AVX2-only EPYC (29.9 / 36.7 against 27.3 / 28.4),
-#: while width 8 and ``fpn`` width 8 ran 16-60 % slower without it on both.
+#: while width 8 and ``fpn`` width 8 gave 13-38 % fewer frames/s without it on both.
 NCHWC_MIN_CHANNELS = 8
 OPTIMIZATIONS = ("auto", "all", "extended")
 
