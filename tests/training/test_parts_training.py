@@ -86,13 +86,15 @@ def _parts_dataset(root: Path) -> Path:
     return root
 
 
-def test_train_parts_target_end_to_end(tmp_path: Path) -> None:
+def test_train_parts_target_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """spermseg train --target parts: a six-channel model, selected by validation mIoU, that predict can run."""
     root = _parts_dataset(tmp_path / "data")
     out = tmp_path / "run"
     args = ["train", "--data", str(root), "--preset", "demo", "--target", "parts", "--out", str(out)]
     sets = ["--set", "schedule.epochs=2", "--set", "model.width=4", "--set", "validation.fraction=0.34"]
     assert main([*args, *sets]) == 0
+    done = [line for line in capsys.readouterr().err.splitlines() if "done in" in line]
+    assert done and "val mIoU" in done[-1] and "val AP" not in done[-1], "the summary names the score it selected on"
     result = json.loads((out / "result.json").read_text())
     assert 0 <= result["validation"]["miou"] <= 1 and "iou_tail" in result["validation"]
     meta = json.loads((out / "best.json").read_text())

@@ -585,7 +585,8 @@ def _finish(run: _Run, st: _RunState, t_run: float, preset_name: str | None) -> 
     atomic_write_json(run.run_dir / "result.json", result)
     run.log(
         f"spermseg train: done in {total_s:.0f} s; best epoch {best['epoch']}"
-        + (f", val AP {best['ap']:.4f}" if best.get("metrics") else "")
+        # part networks select on mIoU, which they also store as "ap" (the selection score)
+        + (f", val {'mIoU' if 'miou' in best['metrics'] else 'AP'} {best['ap']:.4f}" if best.get("metrics") else "")
         + f" -> {run.run_dir}"
     )
     return result
