@@ -219,7 +219,7 @@ def evaluate(args: argparse.Namespace) -> None:
     keys = ("missed", "short", "long", "split", "other", "fp_bg", "fp_part")
     print(f"{args.set}: {len(items)} images, binary threshold {thr:.3f}, InstanceOptions {extra or 'defaults'}\n")
     print("| variant | PQ | SQ | RQ | TP | " + " | ".join(keys) + " | sperm (pred / ref) |")
-    print("|---|" + "---|" * (5 + len(keys) + 1))
+    print("|---|" + "---|" * (4 + len(keys) + 1))
     for v in chosen:
         r, d = accs[v].result(), diags[v]
         print(f"| {v} | {r['pq']:.3f} | {r['sq']:.3f} | {r['rq']:.3f} | {d['tp']} | "
