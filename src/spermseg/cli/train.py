@@ -29,8 +29,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default="paper",
         choices=PRESET_NAMES,
-        help="starting configuration (default: paper; cpu: a 2-core CPU in < 30 min per model, cpu-small is its "
-        "old name; demo: tiny)",
+        help="starting configuration (default: paper; cpu: a 2-core CPU with bf16 in < 30 min per model, "
+        "cpu-small is its old name; demo: tiny)",
     )
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file with config values")
     add_set_argument(parser, "optim.lr=3e-4", dest="overrides")

@@ -8,7 +8,8 @@ The defaults are the paper's protocol (Section 6); presets:
 * ``paper``: the paper exactly: Adam, lr 1e-3, MultiStepLR milestones (30, 80) gamma 0.3, batch 5, 300 epochs, BCE,
   minmax normalization, the paper's augmentation, full 512x512 images, the model family's original width. With
   ``--ensemble`` the schedule becomes milestones (5, 15), batch 6 (the paper's ensembling settings).
-* ``cpu`` (``cpu-small`` is an alias): a 2-core CPU in under 30 minutes for ``unet`` on 192 images: width 16,
+* ``cpu`` (``cpu-small`` is an alias): a 2-core CPU with bf16 in under 30 minutes for ``unet`` on 192 images
+  (about 1 h 45 min on an AVX2-only CPU, which trains in fp32; README): width 16,
   random 256x256 crops (half of them centred on a sperm pixel), batch 8, logit bias at the foreground prior,
   BCE, Adam lr 2e-3 with 2 warm-up epochs and cosine decay over 85 epochs, validation every 10 epochs;
   bf16 on CPUs with native bf16, AMX or AVX-512 BF16 (``runtime.amp=auto``).
