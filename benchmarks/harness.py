@@ -241,30 +241,32 @@ def machine_info() -> dict[str, str]:
     return info
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` of /proc/cpuinfo (None where there is none: not Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
+            if line.lower().startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 #: the instruction sets that set the speed of convolutions and of bf16 (the model name alone, e.g. "AMD EPYC",
-#: covers machines with and without AVX-512 and bf16, which differ 2x in training speed)
+#: covers machines with and without AVX-512 and bf16: a `cpu` preset epoch took 13 s on AMX, 74 s on AVX2 only)
 _VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
 
 
 def _cpu_vector_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in _VECTOR_FLAGS if f in flags) or "none of " + " ".join(_VECTOR_FLAGS)
-    except OSError:
-        pass
-    return "unknown"
+    line = _cpuinfo("flags")
+    if line is None:
+        return "unknown"
+    flags = set(line.split())
+    return " ".join(f for f in _VECTOR_FLAGS if f in flags) or "none of " + " ".join(_VECTOR_FLAGS)
 
 
 def machine_markdown(info: dict[str, str] | None = None) -> str:

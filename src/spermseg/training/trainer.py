@@ -586,7 +586,7 @@ def _finish(run: _Run, st: _RunState, t_run: float, preset_name: str | None) -> 
     run.log(
         f"spermseg train: done in {total_s:.0f} s; best epoch {best['epoch']}"
         # part networks select on mIoU, which they also store as "ap" (the selection score)
-        + (f", val {'mIoU' if 'miou' in best['metrics'] else 'AP'} {best['ap']:.4f}" if best.get("metrics") else "")
+        + (f", val {'mIoU' if run.parts else 'AP'} {best['ap']:.4f}" if best.get("metrics") else "")
         + f" -> {run.run_dir}"
     )
     return result
