@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 HEAD_CODES = (1, 2, 3)
+MIDPIECE = 4
 TAGS = ("binary", "parts")  # the two cached networks; eval runs the variants whose maps are cached
 
 
@@ -141,6 +142,7 @@ def variants(
 
     out = {
         "parts alone": lambda pb, codes, pf: (codes > 0, np.isin(codes, HEAD_CODES), False),
+        "parts alone, neck at the midpiece": lambda pb, codes, pf: (codes > 0, np.isin(codes, HEAD_CODES), False),
         "binary + filter, heads estimated": lambda pb, codes, pf: (binary(pb), None, True),
         "binary + filter, heads estimated, headless dropped": lambda pb, codes, pf: (binary(pb), None, False),
         "binary + filter, heads from parts": lambda pb, codes, pf: (
@@ -207,7 +209,8 @@ def evaluate(args: argparse.Namespace) -> None:
             if (pb is None and "binary" in v) or (codes is None and "parts" in v):
                 raise SystemExit(f"variant {v!r} needs a map that {args.cache} does not hold for {stem}: use --only")
             full, head, keep = vs[v](pb, fg_codes if "parts fg" in v else codes, pf)
-            labels = separate_instances(full, head, InstanceOptions(keep_headless=keep, **extra))
+            neck = codes == MIDPIECE if "midpiece" in v else None
+            labels = separate_instances(full, head, InstanceOptions(keep_headless=keep, **extra), neck)
             accs[v].update(labels, ref)
             diags[v] += diagnose(labels, ref)
     for name, acc in pixels.items():

@@ -154,7 +154,10 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 
 def separate_instances(
-    full: np.ndarray, head: np.ndarray | None = None, options: InstanceOptions | None = None
+    full: np.ndarray,
+    head: np.ndarray | None = None,
+    options: InstanceOptions | None = None,
+    neck: np.ndarray | None = None,
 ) -> np.ndarray:
     """Label every sperm of a segmentation.
 
@@ -162,6 +165,8 @@ def separate_instances(
         full: (H, W) bool mask of whole sperm.
         head: (H, W) bool head mask (e.g. part codes 1-3); ``None``: estimated with :func:`estimate_heads`.
         options: method and size rules (:class:`InstanceOptions`).
+        neck: (H, W) bool midpiece mask (part code 4 of a part network) or None; ``skeleton`` then starts each
+            head's own tail at the tip of the head where its midpiece is.
 
     Returns:
         (H, W) uint16 label image: 0 background, 1..N one sperm each (ids in raster order of first pixel).
@@ -185,7 +190,7 @@ def separate_instances(
     else:
         from spermseg.inference.tracing import trace_tails
 
-        labels = trace_tails(full, seeds, opt)
+        labels = trace_tails(full, seeds, opt, neck)
     n_heads = int(seeds.max())
     labels = _headless(full, labels, opt)
     has_head = np.zeros(int(labels.max()) + 1, bool)

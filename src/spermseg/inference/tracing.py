@@ -126,7 +126,7 @@ def _pair_across(ends: list[tuple[int, np.ndarray, np.ndarray]], min_cos: float,
     return _greedy_pairs(cands, min_cos)
 
 
-def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
+def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | None = None) -> dict[str, Any]:
     """Skeleton segments, crossings, their attachments, free segment ends and the segment ends at each head."""
     from scipy import ndimage as ndi
     from skimage.morphology import disk, skeletonize
@@ -200,6 +200,7 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any) -> dict[str, Any]:
         "head_ends": head_ends,
         "free": free,
         "head_axes": _head_axes(seeds),
+        "neck_side": _neck_sides(seeds, neck, dist, seeds[iy, ix], opt.neck_gap_px) if neck is not None else {},
         "lengths": lengths,
     }
 
@@ -280,11 +281,45 @@ def _head_axes(seeds: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, flo
     return out
 
 
-def _neck_score(end: np.ndarray, direction: np.ndarray, axis: tuple[np.ndarray, np.ndarray, float]) -> float:
+def _neck_sides(
+    seeds: np.ndarray, neck: np.ndarray, dist: np.ndarray, nearest: np.ndarray, reach: float
+) -> dict[int, int]:
+    """{head: +1 or -1}: the end of each head's major axis where its midpiece is (a part network's code 4 within
+    ``reach`` px of the head, at least 3 px of it); heads without such a midpiece are left out.
+
+    Args:
+        seeds: int (H, W) head labels.
+        neck: (H, W) bool midpiece mask.
+        dist: (H, W) distance of each pixel to the nearest head.
+        nearest: int (H, W) head nearest each pixel.
+        reach: largest distance (px) of a head's midpiece pixels from the head.
+    """
+    axes = _head_axes(seeds)
+    near = np.asarray(neck, bool) & (dist <= max(reach, 3.0)) & (nearest > 0)
+    out: dict[int, int] = {}
+    ys, xs = np.nonzero(near)
+    owner = nearest[ys, xs]
+    for h in np.unique(owner):
+        if int(h) not in axes or np.count_nonzero(owner == h) < 3:
+            continue
+        c, u, _ = axes[int(h)]
+        side = float(np.dot(np.stack([ys[owner == h], xs[owner == h]], 1).mean(axis=0) - c, u))
+        if side != 0:
+            out[int(h)] = 1 if side > 0 else -1
+    return out
+
+
+def _neck_score(
+    end: np.ndarray, direction: np.ndarray, axis: tuple[np.ndarray, np.ndarray, float], side: int = 0
+) -> float:
     """How much a segment end looks like the head's own tail: at a tip of the head's major axis (the neck) and
-    leaving along that axis (1: exactly; a tail passing by the head's side scores ~0)."""
+    leaving along that axis (1: exactly; a tail passing by the head's side scores ~0). With ``side`` (+1 / -1:
+    the tip along / against the axis where the midpiece is) the other tip scores 0."""
     c, u, half = axis
-    tip = min(abs(float(np.dot(end - c, u))) / half, 1.0)
+    along = float(np.dot(end - c, u))
+    if side and along * side < 0:
+        return 0.0
+    tip = min(abs(along) / half, 1.0)
     return tip * abs(float(np.dot(direction, u)))
 
 
@@ -307,8 +342,8 @@ def _head_nodes(g: dict[str, Any], n_heads: int, opt: Any, partners: dict[Any, d
         ends = [e for e in ends if lengths[e[0]] >= opt.direction_px] or ends
         pairs = _pair_across(ends, min_cos, opt.head_pass_px) if opt.head_pass_px > 0 else {}
         cands = [e for e in ends if e[0] not in pairs] or ends
-        axis = g["head_axes"][h]
-        necks = [e for e in cands if _neck_score(e[1], e[2], axis) >= opt.neck_min] or cands
+        axis, side = g["head_axes"][h], g["neck_side"].get(h, 0)
+        necks = [e for e in cands if _neck_score(e[1], e[2], axis, side) >= opt.neck_min] or cands
         own = max(necks, key=lambda e: lengths[e[0]])[0]
         start[h] = own
         if own in pairs:  # every end is paired: the chosen one is the head's tail, its partner stays free
@@ -337,13 +372,15 @@ def _gap_nodes(g: dict[str, Any], opt: Any, partners: dict[Any, dict[int, int]])
         g["seg_nodes"].setdefault(b, []).append(("gap", k))
 
 
-def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any) -> np.ndarray:
+def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | None = None) -> np.ndarray:
     """Label sperm by tracing each head's tail along the skeleton graph.
 
     Args:
         full: (H, W) bool foreground.
         seeds: (H, W) int head labels 1..K (0 elsewhere).
         opt: :class:`spermseg.inference.instances.InstanceOptions`.
+        neck: (H, W) bool midpiece mask (a part network's code 4) or None: a head's own tail then leaves from the
+            tip of its major axis where its midpiece is (:func:`_neck_sides`).
 
     Returns:
         int32 (H, W) labels 1..K of the heads' sperm; foreground of components that no traced tail reached
@@ -351,7 +388,7 @@ def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any) -> np.ndarray:
     """
     from skimage.segmentation import watershed
 
-    g = _graph(full, seeds, opt)
+    g = _graph(full, seeds, opt, neck)
     min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
     partners: dict[Any, dict[int, int]] = {node: _pair_crossing(ends, min_cos) for node, ends in g["attach"].items()}
     n_heads = int(seeds.max())
