@@ -78,3 +78,24 @@ def test_absorb_stubs_attaches_a_fork_next_to_a_head() -> None:
     at_head = np.zeros(4, np.int64)
     _absorb_stubs(segments, near_crossing, reach_head, at_head, stub_px=4)
     assert at_head.tolist() == [0, 1, 0, 0]  # crossing 1 via stub 1; segment 2 is long; stub 3 has two heads
+
+
+def test_the_midpiece_picks_the_tip_the_own_tail_leaves_from() -> None:
+    """With a midpiece mask beside one tip of the head, only that tip scores as the neck (the neck rule alone
+    scores both tips of the major axis alike)."""
+    from scipy import ndimage as ndi
+
+    from spermseg.inference.tracing import _head_axes, _neck_score, _neck_sides
+
+    shape = (60, 120)
+    seeds = _head(shape, (30, 60)).astype(np.int32)
+    midpiece = _line(shape, (30, 76), (30, 86), width=6) & ~seeds.astype(bool)
+    dist, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    sides = _neck_sides(seeds, midpiece, dist, seeds[iy, ix], 9.0)
+    axis = _head_axes(seeds)[1]
+    right, left = np.array([30.0, 76.0]), np.array([30.0, 44.0])
+    out_right, out_left = np.array([0.0, 1.0]), np.array([0.0, -1.0])
+    assert _neck_score(right, out_right, axis) > 0.9 and _neck_score(left, out_left, axis) > 0.9
+    assert _neck_score(right, out_right, axis, sides[1]) > 0.9
+    assert _neck_score(left, out_left, axis, sides[1]) == 0.0
+    assert _neck_sides(seeds, np.zeros(shape, bool), dist, seeds[iy, ix], 9.0) == {}
