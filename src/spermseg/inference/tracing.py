@@ -13,11 +13,12 @@ crossings joined to a head by a stub shorter than ``stub_px`` (:func:`_absorb_st
 few px at the neck). A sperm's own tail
 starts on the attached segment end at its neck: not part of a pass-through pair, at least ``direction_px`` long,
 with a neck score (:func:`_neck_score`) of at least ``neck_min`` when one has it, the longest such. The other
-ends are paired straight through the head (a tail over another sperm's head is cut by it). Free segment ends that
-continue each other across at most ``gap_px`` px are paired too (:func:`_gap_nodes`). A sperm follows the pairs
-from its start until a free end, never into another head's own tail. A segment that two heads start on (two
-tails meeting end to end) goes to neither whole (``split_shared``). Segments reached by no head (spurs, pieces
-behind a failed continuation, shared segments) join the geodesically nearest sperm.
+ends are paired straight through the head (a tail over another sperm's head is cut by it). With a midpiece mask
+(a part network's code 4), only the tip of the head on its midpiece's side is a neck (:func:`_neck_sides`).
+Free segment ends that continue each other across at most ``gap_px`` px are paired too (:func:`_gap_nodes`).
+A sperm follows the pairs from its start until a free end, never into another head's own tail. A segment
+that two heads start on (two tails meeting end to end) goes to neither whole (``split_shared``). Segments reached
+by no head (spurs, pieces behind a failed continuation, shared segments) join the geodesically nearest sperm.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | Non
                 head_ends.setdefault(int(reach_head[y, x]), []).append(item)
             elif near_crossing[y, x] == 0 and len(pix) >= 3:
                 free.append(item)
+    axes = _head_axes(seeds)
     return {
         "segments": segments,
         "crossings": crossings,
@@ -199,8 +201,8 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | Non
         "seg_heads": seg_heads,
         "head_ends": head_ends,
         "free": free,
-        "head_axes": _head_axes(seeds),
-        "neck_side": _neck_sides(seeds, neck, dist, seeds[iy, ix], opt.neck_gap_px) if neck is not None else {},
+        "head_axes": axes,
+        "neck_side": _neck_sides(seeds, neck, dist, seeds[iy, ix], opt.neck_gap_px, axes) if neck is not None else {},
         "lengths": lengths,
     }
 
@@ -282,7 +284,12 @@ def _head_axes(seeds: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, flo
 
 
 def _neck_sides(
-    seeds: np.ndarray, neck: np.ndarray, dist: np.ndarray, nearest: np.ndarray, reach: float
+    seeds: np.ndarray,
+    neck: np.ndarray,
+    dist: np.ndarray,
+    nearest: np.ndarray,
+    reach: float,
+    axes: dict[int, tuple[np.ndarray, np.ndarray, float]] | None = None,
 ) -> dict[int, int]:
     """{head: +1 or -1}: the end of each head's major axis where its midpiece is (a part network's code 4 within
     ``reach`` px of the head, at least 3 px of it); heads without such a midpiece are left out.
@@ -293,8 +300,9 @@ def _neck_sides(
         dist: (H, W) distance of each pixel to the nearest head.
         nearest: int (H, W) head nearest each pixel.
         reach: largest distance (px) of a head's midpiece pixels from the head.
+        axes: :func:`_head_axes` of ``seeds`` when already computed.
     """
-    axes = _head_axes(seeds)
+    axes = _head_axes(seeds) if axes is None else axes
     near = np.asarray(neck, bool) & (dist <= max(reach, 3.0)) & (nearest > 0)
     out: dict[int, int] = {}
     ys, xs = np.nonzero(near)
