@@ -140,9 +140,12 @@ def variants(
     def parts_grown(pf: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return hysteresis(pf, codes > 0, fg_thr if low is None else low)
 
+    def parts_alone(pb: np.ndarray, codes: np.ndarray, pf: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        return codes > 0, np.isin(codes, HEAD_CODES), False
+
     out = {
-        "parts alone": lambda pb, codes, pf: (codes > 0, np.isin(codes, HEAD_CODES), False),
-        "parts alone, neck at the midpiece": lambda pb, codes, pf: (codes > 0, np.isin(codes, HEAD_CODES), False),
+        "parts alone": parts_alone,
+        "parts alone, neck at the midpiece": parts_alone,  # evaluate passes the midpiece (code 4) as the neck
         "binary + filter, heads estimated": lambda pb, codes, pf: (binary(pb), None, True),
         "binary + filter, heads estimated, headless dropped": lambda pb, codes, pf: (binary(pb), None, False),
         "binary + filter, heads from parts": lambda pb, codes, pf: (

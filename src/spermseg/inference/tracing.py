@@ -289,7 +289,7 @@ def _neck_sides(
     dist: np.ndarray,
     nearest: np.ndarray,
     reach: float,
-    axes: dict[int, tuple[np.ndarray, np.ndarray, float]] | None = None,
+    axes: dict[int, tuple[np.ndarray, np.ndarray, float]],
 ) -> dict[int, int]:
     """{head: +1 or -1}: the end of each head's major axis where its midpiece is (a part network's code 4 within
     ``reach`` px of the head, at least 3 px of it); heads without such a midpiece are left out.
@@ -300,9 +300,8 @@ def _neck_sides(
         dist: (H, W) distance of each pixel to the nearest head.
         nearest: int (H, W) head nearest each pixel.
         reach: largest distance (px) of a head's midpiece pixels from the head.
-        axes: :func:`_head_axes` of ``seeds`` when already computed.
+        axes: :func:`_head_axes` of ``seeds``.
     """
-    axes = _head_axes(seeds) if axes is None else axes
     near = np.asarray(neck, bool) & (dist <= max(reach, 3.0)) & (nearest > 0)
     out: dict[int, int] = {}
     ys, xs = np.nonzero(near)
