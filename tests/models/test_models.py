@@ -330,3 +330,24 @@ def test_bias_prior_makes_the_untrained_model_predict_the_prior(name: str) -> No
     assert torch.allclose(prob, torch.full_like(prob, 0.05), atol=1e-5)
     with pytest.raises(ValueError, match="prior"):
         set_output_bias(model, 1.0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_class_prior_makes_an_untrained_part_network_predict_the_code_frequencies(name: str) -> None:
+    """A part network (six softmax codes) starts at the codes' frequencies: with the other weights' contribution
+    removed, the softmax of every pixel is the given frequencies (renormalised); a count that is not the layer's
+    channel count, or a zero frequency, is refused."""
+    from spermseg.models.blocks import output_convs, set_output_bias
+
+    freqs = [0.9, 0.01, 0.02, 0.002, 0.008, 0.06]
+    model = tiny(name, out_channels=6).eval()
+    assert set_output_bias(model, [2 * f for f in freqs]) >= 1  # renormalised: only the ratios matter
+    for conv in output_convs(model):
+        conv.weight.data.zero_()
+    with torch.no_grad():
+        prob = torch.softmax(split_outputs(model(torch.rand(1, 1, 64, 64)))[0], dim=1)
+    assert torch.allclose(prob, torch.tensor(freqs).view(1, 6, 1, 1).expand_as(prob), atol=1e-5)
+    with pytest.raises(ValueError, match="channels"):
+        set_output_bias(model, freqs[:5])
+    with pytest.raises(ValueError, match="positive"):
+        set_output_bias(model, [0.0, *freqs[1:]])

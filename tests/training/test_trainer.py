@@ -230,6 +230,21 @@ def test_foreground_crops_hold_sperm_and_are_reproducible() -> None:
     assert hits < 30  # uniform crops miss some of the objects
 
 
+def test_class_prior_counts_the_codes_of_every_training_image() -> None:
+    """The part network's starting bias comes from the code frequencies over all training pixels; a code that no
+    pixel has gets a tiny share instead of zero (its log would be minus infinity)."""
+    from spermseg.training.trainer import DeviceData, SplitData
+
+    a = np.zeros((4, 8), np.uint8)
+    a[0, :4] = 5  # 4 tail pixels
+    b = np.zeros((4, 8), np.uint8)
+    b[1, :2] = 2  # 2 nucleus pixels
+    b[2, :2] = 1  # 2 acrosome pixels
+    data = SplitData(names=["a", "b"], groups=["a", "b"], images=[np.zeros((4, 8), np.float32)] * 2, targets=[a, b])
+    prior = DeviceData(data, torch.device("cpu"), crop=0).class_prior(6)
+    assert prior == pytest.approx([56 / 64, 2 / 64, 2 / 64, 1e-6, 1e-6, 4 / 64])
+
+
 def test_every_seed_validates_on_the_same_images(tmp_path: Path) -> None:
     """Seeds of a grid differ in initialisation and batches, not in data: the best seed is picked on one split
     (the old default drew the split from the run seed)."""

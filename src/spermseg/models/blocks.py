@@ -6,6 +6,8 @@ this file, in a section named after the idea (not after the family).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,33 +92,46 @@ def output_convs(model: nn.Module) -> list[nn.Conv2d]:
     return found
 
 
-def set_output_bias(model: nn.Module, prior: float) -> int:
-    """Set the logit layers' bias to ``log(prior / (1 - prior))``, so that the untrained model predicts the prior.
+def set_output_bias(model: nn.Module, prior: float | Sequence[float]) -> int:
+    """Set the logit layers' bias so that the untrained model predicts the prior.
 
     With about 5 % foreground, a zero bias starts every pixel at p = 0.5 and the first hundreds of steps only learn
     "mostly background"; starting at the prior (Lin et al. 2017, focal loss paper, Section 4.1) spends them on
-    shapes instead.
+    shapes instead. A binary (sigmoid) output gets ``log(prior / (1 - prior))``; a multi-class (softmax) output
+    gets ``log(prior_c)`` per class channel, whose softmax is the class frequencies.
 
     Args:
         model: any registered model or ensemble.
-        prior: foreground fraction in (0, 1).
+        prior: foreground fraction in (0, 1), or one frequency in (0, 1] per output channel (a part network's
+            codes; they are renormalised to sum to 1).
 
     Returns:
         The number of convolutions changed.
 
     Raises:
-        ValueError: ``prior`` outside (0, 1) or no output convolution found.
+        ValueError: a prior outside (0, 1), a class count that is not the layers' channel count, or no output
+            convolution found.
     """
     import math
 
-    if not 0.0 < prior < 1.0:
+    multi = not isinstance(prior, int | float)
+    values = [float(p) for p in prior] if multi else [float(prior)]  # type: ignore[union-attr]
+    if multi and not (all(0.0 < p for p in values) and sum(values) > 0):
+        raise ValueError(f"class frequencies must be positive, got {values}")
+    if not multi and not 0.0 < values[0] < 1.0:
         raise ValueError(f"the foreground prior must be in (0, 1), got {prior}")
     convs = output_convs(model)
     if not convs:
         raise ValueError(f"{type(model).__name__} has no output convolution named {', '.join(OUTPUT_LAYER_NAMES)}")
     with torch.no_grad():
         for conv in convs:
-            conv.bias.fill_(math.log(prior / (1.0 - prior)))
+            if not multi:
+                conv.bias.fill_(math.log(values[0] / (1.0 - values[0])))
+                continue
+            if conv.bias.numel() != len(values):
+                raise ValueError(f"{len(values)} class frequencies for an output layer of {conv.bias.numel()} channels")
+            total = sum(values)
+            conv.bias.copy_(torch.tensor([math.log(v / total) for v in values], dtype=conv.bias.dtype))
     return len(convs)
 
 

@@ -84,7 +84,8 @@ class ModelConfig:
         mask_models: model ids in the cache to use, in channel order (empty = all models cached for the split).
         mask_test_split: cache split holding the test-time soft masks for ``data.test_split`` ("" = same name).
         bias_prior: start the logit layers' bias at the training set's foreground prior, ``log(p / (1 - p))``,
-            instead of 0 (p = 0.5); see :func:`spermseg.models.blocks.set_output_bias`.
+            instead of 0 (p = 0.5); a part network (``data.target: parts``) at its code frequencies,
+            ``log(p_c)`` (softmax); see :func:`spermseg.models.blocks.set_output_bias`.
         init: start from these weights (a run directory, a checkpoint, a single-model bundle or ``builtin``, of the
             same architecture) instead of a random initialisation (fine-tuning); set by ``--init``. "" = random.
     """

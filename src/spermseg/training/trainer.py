@@ -331,10 +331,12 @@ def _setup(
         from spermseg.training.init import init_weights
 
         log(f"spermseg train: initial weights from {init_weights(model, cfg.model.init)}")
-    elif cfg.model.bias_prior and 0.0 < dev_data.prior < 1.0 and not parts and not skip:
+    elif cfg.model.bias_prior and (parts or 0.0 < dev_data.prior < 1.0) and not skip:
         from spermseg.models.blocks import set_output_bias
+        from spermseg.training.parts import N_CODES
 
-        set_output_bias(model, dev_data.prior)
+        # a part network starts at the code frequencies (softmax prior), a binary one at the foreground share
+        set_output_bias(model, dev_data.class_prior(N_CODES) if parts else dev_data.prior)
     channels_last = use_channels_last(cfg, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
