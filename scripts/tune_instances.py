@@ -7,6 +7,8 @@ Usage::
         --data spermparsing --out CACHE
     # PQ / SQ / RQ and the per-sperm error classes of each variant on a set of cached images
     PYTHONPATH=src .venv/bin/python scripts/tune_instances.py eval --cache CACHE --set val --data spermparsing
+    # how far a better separation of the part network's own pixels could go (reference ids as an oracle)
+    PYTHONPATH=src .venv/bin/python scripts/tune_instances.py oracle --cache CACHE --set val --data spermparsing
 
 ``cache --models binary`` (no ``--parts``) caches only the binary network; ``eval --only "binary + filter"`` then
 runs its variants. ``val`` is the 20 training images that both runs held out for validation (``result.json``
@@ -232,6 +234,70 @@ def evaluate(args: argparse.Namespace) -> None:
               + " | ".join(str(d[k]) for k in keys) + f" | {r['n_pred']} / {r['n_ref']} |")  # fmt: skip
 
 
+def oracle(args: argparse.Namespace) -> None:
+    """Upper bounds of the separation on the part network's own pixels ("parts alone, neck at the midpiece").
+
+    Each predicted head is mapped to the reference sperm holding most of it; then the foreground pixels of that
+    reference sperm within R px of the head's centre take the head's label (the rest keep the rules' label): how
+    much a perfect assignment *near the heads* (a learned offset to the head, say) could add, and with R = inf a
+    perfect assignment everywhere. Also where the pixels of the unmatched reference sperm went."""
+    from scipy import ndimage as ndi
+
+    from spermseg.data.labels import read_labels
+    from spermseg.inference.instances import InstanceOptions, separate_instances
+    from spermseg.inference.label_outputs import split_parts_prob
+    from spermseg.metrics.panoptic import PanopticAccumulator, match_instances
+
+    radii = (40.0, 80.0, 120.0, 200.0, float("inf"))
+    rows = ["rules", *(f"reference ids within {r:g} px of the head" for r in radii),
+            "reference ids everywhere, other foreground to the nearest sperm"]  # fmt: skip
+    accs = {r: PanopticAccumulator(coco=False) for r in rows}
+    went: Counter = Counter()
+    sets = json.loads((args.cache / "sets.json").read_text())
+    for split, stem in sets[args.set]:
+        codes, _ = split_parts_prob(np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32))
+        full, head = codes > 0, np.isin(codes, HEAD_CODES)
+        labels = separate_instances(full, head, InstanceOptions(keep_headless=False), codes == MIDPIECE)
+        ref = read_labels(args.data / split / f"{args.rater}_instances" / f"{stem}.png", "instances")
+        seeds = np.where(head, labels, 0)
+        owner: dict[int, int] = {}  # reference sperm -> the predicted head on it (the first one)
+        centre: dict[int, np.ndarray] = {}
+        for p in np.unique(seeds[seeds > 0]):
+            ids, counts = np.unique(ref[(seeds == p) & (ref > 0)], return_counts=True)
+            if ids.size:
+                owner.setdefault(int(ids[counts.argmax()]), int(p))
+            centre[int(p)] = np.argwhere(seeds == p).mean(axis=0)
+        yy, xx = np.indices(full.shape)
+        accs["rules"].update(labels, ref)
+        for r, name in zip(radii, rows[1:-1], strict=True):
+            out = labels.copy()
+            for g, p in owner.items():
+                out[full & (ref == g) & (np.hypot(yy - centre[p][0], xx - centre[p][1]) <= r)] = p
+            accs[name].update(out, ref)
+        _, (iy, ix) = ndi.distance_transform_edt(out == 0, return_indices=True)
+        accs[rows[-1]].update(np.where(full & (out == 0), out[iy, ix], out), ref)
+        matched = {g for _, g, _ in match_instances(labels, ref).pairs}
+        for g in np.unique(ref[ref > 0]):
+            if g in matched:
+                continue
+            mine, p = ref == g, owner.get(int(g), -1)
+            went["unmatched"] += 1
+            went["in its own head's sperm"] += np.count_nonzero(mine & (labels == p)) / mine.sum()
+            went["in another sperm"] += np.count_nonzero(mine & (labels > 0) & (labels != p)) / mine.sum()
+            went["foreground without a sperm"] += np.count_nonzero(mine & full & (labels == 0)) / mine.sum()
+            went["not foreground"] += np.count_nonzero(mine & ~full) / mine.sum()
+            went["its own head's sperm outside it (x its area)"] += np.count_nonzero((labels == p) & ~mine) / mine.sum()
+    print(f"{args.set}: {len(sets[args.set])} images\n\n| separation of the part network's pixels | PQ | SQ | RQ |")
+    print("|---|---|---|---|")
+    for name, acc in accs.items():
+        r = acc.result()
+        print(f"| {name} | {r['pq']:.3f} | {r['sq']:.3f} | {r['rq']:.3f} |")
+    n = max(went.pop("unmatched"), 1)
+    print(f"\n{n} unmatched reference sperm; mean share of their pixels:")
+    for k, v in went.items():
+        print(f"  {k}: {v / n:.2f}")
+
+
 def main(argv: list[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -256,8 +322,13 @@ def main(argv: list[str] | None = None) -> Any:
     e.add_argument("--radius", type=float, default=None, help="whole-sperm radius (default: the binary run's)")
     e.add_argument("--low", type=float, default=None, help="hysteresis: also run variants grown into prob >= LOW")
     e.add_argument("--opt", nargs="*", default=[], help="InstanceOptions overrides, KEY=VALUE")
+    o = sub.add_parser("oracle")
+    o.add_argument("--cache", type=Path, required=True)
+    o.add_argument("--data", type=Path, required=True)
+    o.add_argument("--set", default="val")
+    o.add_argument("--rater", default="GT1")
     args = parser.parse_args(argv)
-    return cache(args) if args.cmd == "cache" else evaluate(args)
+    return {"cache": cache, "eval": evaluate, "oracle": oracle}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def set_output_bias(model: nn.Module, prior: float | Sequence[float]) -> int:
 
     multi = not isinstance(prior, int | float)
     values = [float(p) for p in prior] if multi else [float(prior)]  # type: ignore[union-attr]
-    if multi and not (all(0.0 < p for p in values) and sum(values) > 0):
+    if multi and not all(p > 0.0 for p in values):
         raise ValueError(f"class frequencies must be positive, got {values}")
     if not multi and not 0.0 < values[0] < 1.0:
         raise ValueError(f"the foreground prior must be in (0, 1), got {prior}")
