@@ -296,6 +296,46 @@ def oracle(args: argparse.Namespace) -> None:
     print(f"\n{n} unmatched reference sperm; mean share of their pixels:")
     for k, v in went.items():
         print(f"  {k}: {v / n:.2f}")
+    crossings = Counter()
+    for split, stem in sets[args.set]:
+        codes, _ = split_parts_prob(np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32))
+        ref = read_labels(args.data / split / f"{args.rater}_instances" / f"{stem}.png", "instances")
+        crossings += crossing_pairs(codes, ref)
+    print("\ncrossings (pairs of segments mostly of one reference sperm):")
+    for k in sorted(crossings):
+        print(f"  {k}: {crossings[k]}")
+
+
+def crossing_pairs(codes: np.ndarray, ref: np.ndarray) -> Counter:
+    """At every crossing of the tracing graph (``spermseg.inference.tracing``) of a part network's codes: the
+    straight-through pairs made whose two segments are mostly one reference sperm each (``right`` when the same
+    one), and the pairs of segments of one reference sperm not made, by the crossing's number of ends."""
+    from spermseg.inference import tracing
+    from spermseg.inference.instances import InstanceOptions, head_seeds, seed_radius
+
+    opt = InstanceOptions(keep_headless=False)
+    full = codes > 0
+    seeds = head_seeds(np.isin(codes, HEAD_CODES) & full, opt.min_head_area, seed_radius(opt))
+    g = tracing._graph(full, seeds, opt, codes == MIDPIECE)
+    majority = np.zeros(g["n_seg"] + 1, np.int64)  # the reference sperm of most of each segment's pixels
+    for s in range(1, g["n_seg"] + 1):
+        ids = ref[(g["segments"] == s) & (ref > 0)]
+        if ids.size >= 3:
+            majority[s] = np.bincount(ids).argmax()
+    out: Counter = Counter()
+    min_cos = float(np.cos(np.deg2rad(opt.max_turn_deg)))
+    for ends in g["attach"].values():
+        kind = f"{min(len(ends), 5)}{'+' if len(ends) >= 5 else ''} ends"
+        pairs = tracing._pair_crossing(ends, min_cos)
+        for a, b in pairs.items():
+            if a < b and majority[a] and majority[b]:
+                out[f"{kind}: pair made, {'right' if majority[a] == majority[b] else 'wrong'}"] += 1
+        segs = [s for s, _ in ends]
+        for i, a in enumerate(segs):
+            for b in segs[i + 1 :]:
+                if majority[a] and majority[a] == majority[b] and pairs.get(a) != b:
+                    out[f"{kind}: pair of one reference sperm not made"] += 1
+    return out
 
 
 def main(argv: list[str] | None = None) -> Any:
