@@ -114,7 +114,7 @@ def set_output_bias(model: nn.Module, prior: float | Sequence[float]) -> int:
     """
     import math
 
-    multi = not isinstance(prior, int | float)
+    multi = hasattr(prior, "__len__")  # a list, tuple or array of class frequencies
     values = [float(p) for p in prior] if multi else [float(prior)]  # type: ignore[union-attr]
     if multi and not all(p > 0.0 for p in values):
         raise ValueError(f"class frequencies must be positive, got {values}")

@@ -273,13 +273,13 @@ class DeviceData:
         # Share of foreground pixels over the training set (for the logit bias prior).
         total = sum(int(t.size) for t in data.targets)
         self.prior = sum(int(np.count_nonzero(t)) for t in data.targets) / max(total, 1)
-        self.targets_raw = data.targets  # kept for class_prior (part codes)
+        self._host_targets = data.targets  # the part codes' frequencies (class_prior) are counted on demand
 
     def class_prior(self, n_classes: int) -> list[float]:
         """Share of the pixels of each code 0..n_classes-1 over the training set (part targets), each at least
         1e-6 (a code no pixel has would get an infinitely negative bias)."""
         counts = np.zeros(n_classes, np.int64)
-        for t in self.targets_raw:
+        for t in self._host_targets:
             counts += np.bincount(np.asarray(t, np.int64).ravel(), minlength=n_classes)[:n_classes]
         return [max(float(c) / max(int(counts.sum()), 1), 1e-6) for c in counts]
 
