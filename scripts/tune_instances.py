@@ -253,6 +253,7 @@ def oracle(args: argparse.Namespace) -> None:
             "reference ids everywhere, other foreground to the nearest sperm"]  # fmt: skip
     accs = {r: PanopticAccumulator(coco=False) for r in rows}
     went: Counter = Counter()
+    crossings: Counter = Counter()
     sets = json.loads((args.cache / "sets.json").read_text())
     for split, stem in sets[args.set]:
         codes, _ = split_parts_prob(np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32))
@@ -269,6 +270,7 @@ def oracle(args: argparse.Namespace) -> None:
             centre[int(p)] = np.argwhere(seeds == p).mean(axis=0)
         yy, xx = np.indices(full.shape)
         accs["rules"].update(labels, ref)
+        crossings += crossing_pairs(codes, ref)
         for r, name in zip(radii, rows[1:-1], strict=True):
             out = labels.copy()
             for g, p in owner.items():
@@ -296,11 +298,6 @@ def oracle(args: argparse.Namespace) -> None:
     print(f"\n{n} unmatched reference sperm; mean share of their pixels:")
     for k, v in went.items():
         print(f"  {k}: {v / n:.2f}")
-    crossings = Counter()
-    for split, stem in sets[args.set]:
-        codes, _ = split_parts_prob(np.load(args.cache / "parts" / f"{stem}.npy").astype(np.float32))
-        ref = read_labels(args.data / split / f"{args.rater}_instances" / f"{stem}.png", "instances")
-        crossings += crossing_pairs(codes, ref)
     print("\ncrossings (pairs of segments mostly of one reference sperm):")
     for k in sorted(crossings):
         print(f"  {k}: {crossings[k]}")
