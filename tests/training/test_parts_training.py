@@ -86,13 +86,24 @@ def _parts_dataset(root: Path) -> Path:
     return root
 
 
-def test_train_parts_target_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """spermseg train --target parts: a six-channel model, selected by validation mIoU, that predict can run."""
+def test_train_parts_target_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spermseg train --target parts: a six-channel model, started at the code frequencies of its training
+    targets, selected by validation mIoU, that predict can run."""
+    import spermseg.models.blocks as blocks
+
+    priors: list = []
+    real = blocks.set_output_bias
+    monkeypatch.setattr(blocks, "set_output_bias", lambda model, prior: priors.append(prior) or real(model, prior))
     root = _parts_dataset(tmp_path / "data")
     out = tmp_path / "run"
     args = ["train", "--data", str(root), "--preset", "demo", "--target", "parts", "--out", str(out)]
-    sets = ["--set", "schedule.epochs=2", "--set", "model.width=4", "--set", "validation.fraction=0.34"]
+    sets = ["--set", "schedule.epochs=2", "--set", "model.width=4", "--set", "validation.fraction=0.34",
+            "--set", "model.bias_prior=true"]  # fmt: skip
     assert main([*args, *sets]) == 0
+    assert len(priors) == 1 and len(priors[0]) == 6, "a part network's bias starts at one frequency per code"
+    assert sum(priors[0]) == pytest.approx(1.0, abs=1e-4) and priors[0][0] == max(priors[0])  # background first
     done = [line for line in capsys.readouterr().err.splitlines() if "done in" in line]
     assert done and "val mIoU" in done[-1] and "val AP" not in done[-1], "the summary names the score it selected on"
     result = json.loads((out / "result.json").read_text())
