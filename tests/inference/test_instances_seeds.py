@@ -92,11 +92,11 @@ def test_the_midpiece_picks_the_tip_the_own_tail_leaves_from() -> None:
     midpiece = _line(shape, (30, 76), (30, 86), width=6) & ~seeds.astype(bool)
     dist, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
     axes = _head_axes(seeds)
-    sides = _neck_sides(seeds, midpiece, dist, seeds[iy, ix], 9.0, axes)
+    sides = _neck_sides(midpiece, dist, seeds[iy, ix], 9.0, axes)
     axis = axes[1]
     right, left = np.array([30.0, 76.0]), np.array([30.0, 44.0])
     out_right, out_left = np.array([0.0, 1.0]), np.array([0.0, -1.0])
     assert _neck_score(right, out_right, axis) > 0.9 and _neck_score(left, out_left, axis) > 0.9
     assert _neck_score(right, out_right, axis, sides[1]) > 0.9
     assert _neck_score(left, out_left, axis, sides[1]) == 0.0
-    assert _neck_sides(seeds, np.zeros(shape, bool), dist, seeds[iy, ix], 9.0, axes) == {}
+    assert _neck_sides(np.zeros(shape, bool), dist, seeds[iy, ix], 9.0, axes) == {}

@@ -202,7 +202,7 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | Non
         "head_ends": head_ends,
         "free": free,
         "head_axes": axes,
-        "neck_side": _neck_sides(seeds, neck, dist, seeds[iy, ix], opt.neck_gap_px, axes) if neck is not None else {},
+        "neck_side": _neck_sides(neck, dist, seeds[iy, ix], opt.neck_gap_px, axes) if neck is not None else {},
         "lengths": lengths,
     }
 
@@ -284,7 +284,6 @@ def _head_axes(seeds: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, flo
 
 
 def _neck_sides(
-    seeds: np.ndarray,
     neck: np.ndarray,
     dist: np.ndarray,
     nearest: np.ndarray,
@@ -295,7 +294,6 @@ def _neck_sides(
     ``reach`` px of the head, at least 3 px of it); heads without such a midpiece are left out.
 
     Args:
-        seeds: int (H, W) head labels.
         neck: (H, W) bool midpiece mask.
         dist: (H, W) distance of each pixel to the nearest head.
         nearest: int (H, W) head nearest each pixel.
