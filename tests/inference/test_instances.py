@@ -59,8 +59,9 @@ def test_watershed_and_components_on_the_crossing_scene() -> None:
 
 
 def test_fragments_never_become_sperm() -> None:
-    """A speck and a short headless piece far from any sperm are dropped; a long headless tail is kept unless
-    keep_headless is off (heads known, e.g. from a part network); a small piece near a sperm joins it."""
+    """A speck and a short headless piece far from any sperm are dropped; a long headless tail is dropped by
+    default (raters of whole sperm do not label it) and kept with keep_headless; a small piece near a sperm joins
+    it."""
     shape = (100, 160)
     h, t = _sperm(shape, (20, 20), (20, 120))
     full = h | t
@@ -69,12 +70,36 @@ def test_fragments_never_become_sperm() -> None:
     cv2.line(full_u8, (20, 95), (150, 95), 1, 4)  # long free tail: 130 px
     full = full_u8.astype(bool)
     full[19:22, 124:128] = True  # touching the tail end
-    labels = separate_instances(full, h)
-    assert len(np.unique(labels)) == 3  # the sperm and the long free tail
-    assert labels[80, 10] == 0 and labels[70, 40] == 0 and labels[95, 100] > 0 and labels[20, 126] == labels[20, 20]
-    whole = separate_instances(full, h, InstanceOptions(keep_headless=False))  # heads known: a sperm has one
+    kept = separate_instances(full, h, InstanceOptions(keep_headless=True))
+    assert len(np.unique(kept)) == 3  # the sperm and the long free tail
+    assert kept[80, 10] == 0 and kept[70, 40] == 0 and kept[95, 100] > 0 and kept[20, 126] == kept[20, 20]
+    whole = separate_instances(full, h)  # the default: a sperm has a head
     assert len(np.unique(whole)) == 2 and whole[95, 100] == 0 and whole[20, 126] == whole[20, 20] > 0
     assert separate_instances(np.zeros((8, 8), bool)).max() == 0
+
+
+def test_a_tail_no_head_reaches_joins_no_sperm() -> None:
+    """A long headless tail crossing a sperm's tail (a sperm the raters did not label, its head outside the image)
+    is nobody's: the sperm keeps its own tail only, and the crossing tail becomes background instead of being
+    handed to the nearest sperm (orphan_px; 0 restores the old rule). A headless piece as long as that near a
+    sperm's tail end does not join it either."""
+    shape = (140, 200)
+    h, t = _sperm(shape, (70, 20), (70, 190))  # horizontal sperm
+    other = np.zeros(shape, np.uint8)
+    cv2.line(other, (110, 2), (130, 137), 1, 4)  # a steep headless tail crossing it
+    full = h | t | other.astype(bool)
+    labels = separate_instances(full, h)
+    truth = h | t
+    assert sorted(np.unique(labels)) == [0, 1]
+    assert _best_iou(labels, truth) > 0.9
+    assert labels[10, 111] == 0 and labels[130, 129] == 0  # both ends of the crossing tail
+    old = separate_instances(full, h, InstanceOptions(orphan_px=0))
+    assert old[10, 111] == old[70, 20] and _best_iou(old, truth) < 0.8  # the old rule: the sperm took it
+    # a disconnected 60 px headless tail 8 px beyond the tail end (within join_distance, not straight on)
+    far = np.zeros(shape, np.uint8)
+    cv2.line(far, (196, 60), (196, 0), 1, 4)
+    piece = separate_instances(h | t | far.astype(bool), h)
+    assert piece[30, 196] == 0 and piece[70, 20] > 0
 
 
 def test_head_seeds_split_touching_heads_but_not_one_head() -> None:

@@ -15,7 +15,8 @@ network, or heads estimated from the full mask alone):
   (the segment end nearest a tip of the head's major axis, ``neck_min``), and the other tail ends at a head
   are paired straight through it (a tail running over another sperm's head, chord up to ``head_pass_px``).
   Free tail ends that continue each other straight across at most ``gap_px`` px are joined (a tail broken by
-  the segmentation). Tail pixels then take the label of the nearest traced skeleton pixel.
+  the segmentation). Tail pixels then take the label of the nearest traced skeleton pixel; segments of at least
+  ``orphan_px`` that no trace reaches (an unlabelled sperm's tail, a tail lost at a crossing) are left out.
 
 Seeds: connected parts of the head mask of at least ``min_head_area`` px that hold a disk of ``min_seed_radius``
 px (default 1.6 x ``head_radius`` = 8 px: a thick midpiece or a tail crossing survives the opening but is thinner
@@ -24,7 +25,8 @@ reconstruction, ``h = 2`` px). Without a head mask, heads are estimated as the m
 mask with a disk of ``head_radius`` px (tails are ~4 px wide at the spermparsing scale, heads ~26 px).
 
 Headless pieces: a foreground component without a head joins the nearest sperm when it lies within
-``join_distance`` px of it (a tail broken by the segmentation), else it is a candidate headless sperm.
+``join_distance`` px of it and its skeleton is shorter than ``orphan_px`` (a bit of a tail broken by the
+segmentation), else it is a candidate headless sperm.
 
 Minimum size / shape rule (fragments never become sperm): an instance is kept when it has a head seed and at
 least ``min_area`` px, or, without a head (a free tail, or a head outside the image), only with
@@ -82,18 +84,25 @@ class InstanceOptions:
     min_seed_radius: float | None = None
     #: a segment that two heads both start on is split between them (geodesically) instead of going to one
     split_shared: bool = True
-    #: keep pieces without a head (free tails, heads outside the image) as sperm when long enough. Predict turns
-    #: it off when a part network gives the heads (then "no head" is known, not a failed estimate): raters of
-    #: whole sperm do not label such pieces, and counting them inflates the count (part network, spermparsing
-    #: validation images: PQ 0.384 -> 0.446, 190 -> 145 sperm for 134).
-    keep_headless: bool = True
+    #: a skeleton segment at least this long (px) that no head's trace reaches, in a piece of foreground that holds a
+    #: head, is left out of every sperm (its pixels become background) instead of joining the geodesically nearest
+    #: sperm: mostly the tails of sperm the raters did not label, or tails lost at a crossing, which made the nearest
+    #: sperm "too long" (part network, 20 spermparsing validation images: PQ 0.566 -> 0.644; docs/instances.md).
+    #: Shorter pieces (spurs of the skeleton) still join the nearest sperm. 0: every piece joins (the old rule)
+    orphan_px: float = 20.0
+    #: keep pieces without a head (free tails, heads outside the image) as sperm when long enough. Off by default:
+    #: raters of whole sperm do not label such pieces, and counting them inflates the count, with a part network's
+    #: heads (20 spermparsing validation images: PQ 0.384 -> 0.446, 190 -> 145 sperm for 134) and with heads
+    #: estimated from a binary mask alike (the built-in binary model on the same images, with ``orphan_px``: PQ
+    #: 0.414 -> 0.488, 197 -> 147 sperm). Tracking turns it on (headless pieces stay in its label stack).
+    keep_headless: bool = False
 
     def scaled(self, factor: float) -> InstanceOptions:
         """The same rules at another image scale: every length in px times ``factor`` (e.g. a video whose heads are
         0.6 x as long as spermparsing's: ``factor = head_radius / 5``). The size filters (``min_area``,
         ``min_head_area``, ``min_tail_length``, ``head_radius``) are left as they are (set them for the new scale),
         as are ``min_seed_radius`` and the angles."""
-        lengths = ("junction_merge", "join_distance", "head_pass_px", "gap_px", "neck_gap_px", "stub_px")
+        lengths = ("junction_merge", "join_distance", "head_pass_px", "gap_px", "neck_gap_px", "stub_px", "orphan_px")
         changes: dict[str, float | int] = {k: getattr(self, k) * factor for k in lengths}
         changes["direction_px"] = max(2, int(round(self.direction_px * factor)))
         return replace(self, **changes)
@@ -190,7 +199,8 @@ def separate_instances(
     else:
         from spermseg.inference.tracing import trace_tails
 
-        labels = trace_tails(full, seeds, opt, neck)
+        labels, orphans = trace_tails(full, seeds, opt, neck)
+        full = full & ~orphans  # pixels of segments no head reaches are no sperm's (``orphan_px``)
     n_heads = int(seeds.max())
     labels = _headless(full, labels, opt)
     has_head = np.zeros(int(labels.max()) + 1, bool)
@@ -199,8 +209,9 @@ def separate_instances(
 
 
 def _headless(full: np.ndarray, labels: np.ndarray, opt: InstanceOptions) -> np.ndarray:
-    """Foreground components without a head: join the nearest sperm within ``join_distance`` px (a tail broken
-    by the segmentation), else become their own (headless) instance, subject to the size rule."""
+    """Foreground components without a head: join the nearest sperm within ``join_distance`` px when shorter than
+    ``orphan_px`` (a bit of a tail broken by the segmentation), else become their own (headless) instance, subject
+    to the size rule."""
     from scipy import ndimage as ndi
 
     rest, n = ndi.label(full & (labels == 0), structure=_EIGHT)
@@ -210,12 +221,19 @@ def _headless(full: np.ndarray, labels: np.ndarray, opt: InstanceOptions) -> np.
     top = int(labels.max())
     if top == 0:
         return rest.astype(np.int32)
+    from skimage.morphology import skeletonize
+
+    from spermseg.inference.morphometry import skeleton_length
+
     dist, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
     for k, sl in enumerate(ndi.find_objects(rest), start=1):
         piece = rest[sl] == k
         d = dist[sl][piece]
         j = int(np.argmin(d))
-        if d[j] <= opt.join_distance:
+        # a piece as long as an orphan segment is another tail, not a bit of this one (a broken tail that continues
+        # straight is already joined by the tracing's gap rule)
+        long = opt.orphan_px > 0 and skeleton_length(skeletonize(piece)) >= opt.orphan_px
+        if d[j] <= opt.join_distance and not long:
             labels[sl][piece] = labels[iy[sl][piece][j], ix[sl][piece][j]]
         else:
             labels[sl][piece] = top + k

@@ -106,9 +106,8 @@ def separate_frame(mask: np.ndarray, parts: np.ndarray | None, method: str = "sk
     from spermseg.inference.instances import InstanceOptions, separate_instances
 
     head = None if parts is None else np.isin(parts, (1, 2, 3)) & mask
-    # with a part network's heads, a piece without head pixels is known to be headless: not a whole sperm
-    opt = InstanceOptions(method=method, keep_headless=parts is None)  # type: ignore[arg-type]
-    return separate_instances(mask, head, opt)
+    # pieces without a head are no whole sperm (InstanceOptions.keep_headless, off by default)
+    return separate_instances(mask, head, InstanceOptions(method=method))  # type: ignore[arg-type]
 
 
 def write_label_outputs(

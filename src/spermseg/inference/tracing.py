@@ -18,7 +18,8 @@ ends are paired straight through the head (a tail over another sperm's head is c
 Free segment ends that continue each other across at most ``gap_px`` px are paired too (:func:`_gap_nodes`).
 A sperm follows the pairs from its start until a free end, never into another head's own tail. A segment
 that two heads start on (two tails meeting end to end) goes to neither whole (``split_shared``). Segments reached
-by no head (spurs, pieces behind a failed continuation, shared segments) join the geodesically nearest sperm.
+by no head join the geodesically nearest sperm when they are spurs (shorter than ``orphan_px``) or shared; longer
+ones (an unlabelled sperm's tail, a piece behind a failed continuation) are *orphans*, nobody's.
 """
 
 from __future__ import annotations
@@ -377,7 +378,9 @@ def _gap_nodes(g: dict[str, Any], opt: Any, partners: dict[Any, dict[int, int]])
         g["seg_nodes"].setdefault(b, []).append(("gap", k))
 
 
-def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | None = None) -> np.ndarray:
+def trace_tails(
+    full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Label sperm by tracing each head's tail along the skeleton graph.
 
     Args:
@@ -388,9 +391,11 @@ def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray 
             tip of its major axis where its midpiece is (:func:`_neck_sides`).
 
     Returns:
-        int32 (H, W) labels 1..K of the heads' sperm; foreground of components that no traced tail reached
-        stays 0.
+        ``(labels, orphans)``: int32 (H, W) labels 1..K of the heads' sperm (foreground of components that hold no
+        head stays 0), and the (H, W) bool pixels of the orphan segments (``opt.orphan_px``: at least that long,
+        reached by no head's trace, in a component with a head), which are nobody's (0 in ``labels``).
     """
+    from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
     g = _graph(full, seeds, opt, neck)
@@ -412,8 +417,24 @@ def trace_tails(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray 
             passed = {n[1] for n in g["seg_nodes"].get(s, []) if isinstance(n, tuple) and n[0] == "head"}
             if owner[s] == 0 and (s == s0 or not (g["seg_heads"][s] - {h} - passed)):
                 owner[s] = h
-    # segments that no head reached (spurs, pieces behind a failed continuation) join the geodesically nearest
-    # sperm of their component; components that no sperm reached are left to the caller (inference.instances)
+    # segments that no head reached: spurs (shorter than orphan_px) join the geodesically nearest sperm of their
+    # component; longer ones (an unlabelled sperm's tail, a piece behind a failed continuation) are nobody's: given
+    # to the nearest sperm they made it "too long". They get marker ids above the heads' so that the watershed
+    # still splits the pixels between them and the sperm. Components without a head are left to the caller.
+    orphan = (owner == 0) & (g["lengths"] >= opt.orphan_px) if opt.orphan_px > 0 else np.zeros(owner.size, bool)
+    orphan[0] = False
+    orphan[list(shared)] = False  # a segment between two heads is split between them
+    if orphan.any():
+        comps, _ = ndi.label(full, structure=_EIGHT)
+        headed = np.zeros(int(comps.max()) + 1, bool)
+        headed[np.unique(comps[seeds > 0])] = True
+        headed[0] = False
+        seg_comp = np.zeros(owner.size, np.int64)
+        seg_comp[g["segments"][g["segments"] > 0]] = comps[g["segments"] > 0]
+        orphan &= headed[seg_comp]
+        owner[orphan] = n_heads + 1  # one id for all: only "nobody's" matters
     markers = np.where(seeds > 0, seeds, owner[g["segments"]]).astype(np.int32)
     labels = watershed(np.zeros(full.shape, np.uint8), markers, mask=full, connectivity=2).astype(np.int32)
-    return labels
+    orphans = labels == n_heads + 1 if orphan.any() else np.zeros(full.shape, bool)
+    labels[orphans] = 0
+    return labels, orphans
