@@ -145,7 +145,8 @@ def test_gap_in_a_tail_is_bridged() -> None:
     full[:, 120:140] = False  # the segmentation lost 20 px of the tail
     labels = separate_instances(full, h)
     assert len(np.unique(labels)) == 2 and labels[30, 200] == labels[30, 20]
-    off = separate_instances(full, h, InstanceOptions(gap_px=0))
+    assert separate_instances(full, h, InstanceOptions(adopt_px=0))[30, 200] == labels[30, 20]  # the gap rule alone
+    off = separate_instances(full, h, InstanceOptions(gap_px=0, adopt_px=0))  # adopt_px bridges it too
     assert off[30, 200] != off[30, 20]
 
 
@@ -178,3 +179,21 @@ def test_options_scaled_to_another_image_scale() -> None:
     assert half.junction_merge == base.junction_merge / 2 and half.direction_px == 5
     assert (half.min_area, half.head_radius, half.min_tail_length) == (base.min_area, 5, base.min_tail_length)
     assert half.max_turn_deg == base.max_turn_deg and half.min_seed_radius == base.min_seed_radius
+
+
+def test_a_broken_tail_continues_into_the_piece_beyond_a_crossing() -> None:
+    """A tail broken just before another (headless) tail crosses it: its far piece starts at the crossing, where
+    the gap rule (free ends only) cannot reach it and the crossing pairs the other tail straight through. The
+    piece continues the traced tail straight, so it is adopted (adopt_px); without the rule it belongs to nobody."""
+    shape = (120, 220)
+    h, t = _sperm(shape, (60, 20), (60, 100))  # tail up to x = 100
+    beyond = np.zeros(shape, np.uint8)
+    cv2.line(beyond, (118, 60), (210, 60), 1, 4)  # the rest of the tail, after an 18 px gap
+    cv2.line(beyond, (118, 2), (118, 117), 1, 4)  # a headless tail crossing where the piece starts
+    full = h | t | beyond.astype(bool)
+    labels = separate_instances(full, h)
+    sperm = labels[60, 20]
+    assert sperm > 0 and _labels_at(labels, [(60, 90), (60, 160), (60, 205)]) == [sperm] * 3
+    assert labels[10, 118] == 0 and labels[110, 118] == 0  # the crossing tail stays nobody's
+    off = separate_instances(full, h, InstanceOptions(adopt_px=0))
+    assert off[60, 160] == 0 and off[60, 90] == off[60, 20]

@@ -106,8 +106,10 @@ def separate_frame(mask: np.ndarray, parts: np.ndarray | None, method: str = "sk
     from spermseg.inference.instances import InstanceOptions, separate_instances
 
     head = None if parts is None else np.isin(parts, (1, 2, 3)) & mask
+    # a part network's midpiece (code 4) says at which tip of the head its own tail leaves (docs/instances.md);
     # pieces without a head are no whole sperm (InstanceOptions.keep_headless, off by default)
-    return separate_instances(mask, head, InstanceOptions(method=method))  # type: ignore[arg-type]
+    neck = None if parts is None else (parts == 4) & mask
+    return separate_instances(mask, head, InstanceOptions(method=method), neck)  # type: ignore[arg-type]
 
 
 def write_label_outputs(

@@ -114,18 +114,29 @@ def _pair_across(ends: list[tuple[int, np.ndarray, np.ndarray]], min_cos: float,
     cands = []
     for a in range(len(ends)):
         for b in range(a + 1, len(ends)):
-            sa, pa, da = ends[a]
-            sb, pb, db = ends[b]
-            chord = pb - pa
-            length = float(np.hypot(*chord))
-            if sa == sb or length > max_gap:
-                continue
-            turn = float(np.dot(da, -db))
-            if length > 3:  # the chord must continue both ends (a parallel neighbour is not a continuation)
-                u = chord / length
-                turn = min(turn, float(np.dot(da, u)), float(np.dot(-db, u)))
-            cands.append((turn, sa, sb))
+            turn = _continuation(ends[a], ends[b], max_gap)
+            if turn is not None:
+                cands.append((turn, ends[a][0], ends[b][0]))
     return _greedy_pairs(cands, min_cos)
+
+
+def _continuation(
+    a: tuple[int, np.ndarray, np.ndarray], b: tuple[int, np.ndarray, np.ndarray], max_gap: float
+) -> float | None:
+    """Cosine of the turn from segment end ``a`` into segment end ``b`` across the chord between them (the
+    smallest of the three: between the two directions, and of each against the chord), or None when they are the
+    same segment or farther apart than ``max_gap``. Ends are (segment, end point (2,), outward direction (2,))."""
+    sa, pa, da = a
+    sb, pb, db = b
+    chord = pb - pa
+    length = float(np.hypot(*chord))
+    if sa == sb or length > max_gap:
+        return None
+    turn = float(np.dot(da, -db))
+    if length > 3:  # the chord must continue both ends (a parallel neighbour is not a continuation)
+        u = chord / length
+        turn = min(turn, float(np.dot(da, u)), float(np.dot(-db, u)))
+    return turn
 
 
 def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | None = None) -> dict[str, Any]:
@@ -166,6 +177,7 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | Non
     seg_heads: dict[int, set[int]] = {}
     head_ends: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}  # head -> [(segment, end, direction)]
     free: list[tuple[int, np.ndarray, np.ndarray]] = []  # segment ends touching nothing
+    tail_ends: list[tuple[int, np.ndarray, np.ndarray]] = []  # every segment end away from the heads
     lengths = np.zeros(n_seg + 1)
     for s, sl in enumerate(ndi.find_objects(segments), start=1):
         if sl is None:
@@ -190,7 +202,9 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | Non
             item = (s, end, _end_direction(pix, end, opt.direction_px))
             if reach_head[y, x] > 0:  # skeleton ends stop ~half a tail width short of the head
                 head_ends.setdefault(int(reach_head[y, x]), []).append(item)
-            elif near_crossing[y, x] == 0 and len(pix) >= 3:
+                continue
+            tail_ends.append(item)
+            if near_crossing[y, x] == 0 and len(pix) >= 3:
                 free.append(item)
     axes = _head_axes(seeds)
     return {
@@ -202,6 +216,7 @@ def _graph(full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | Non
         "seg_heads": seg_heads,
         "head_ends": head_ends,
         "free": free,
+        "tail_ends": tail_ends,
         "head_axes": axes,
         "neck_side": _neck_sides(neck, dist, seeds[iy, ix], opt.neck_gap_px, axes) if neck is not None else {},
         "lengths": lengths,
@@ -378,6 +393,85 @@ def _gap_nodes(g: dict[str, Any], opt: Any, partners: dict[Any, dict[int, int]])
         g["seg_nodes"].setdefault(b, []).append(("gap", k))
 
 
+def _claim(
+    g: dict[str, Any], partners: dict[Any, dict[int, int]], owner: np.ndarray, head: int, s0: int, blocked: set[int]
+) -> None:
+    """Give ``head`` the unowned segments reached from ``s0`` along the pairs (:func:`_follow`), in place."""
+    for s in _follow(s0, partners, g["seg_nodes"], blocked):
+        # a segment ending at another head (not passing over it) is that head's business
+        passed = {n[1] for n in g["seg_nodes"].get(s, []) if isinstance(n, tuple) and n[0] == "head"}
+        if owner[s] == 0 and (s == s0 or not (g["seg_heads"][s] - {head} - passed)):
+            owner[s] = head
+
+
+def _adopt_orphans(
+    g: dict[str, Any],
+    partners: dict[Any, dict[int, int]],
+    owner: np.ndarray,
+    blocked: set[int],
+    shared: set[int],
+    opt: Any,
+) -> None:
+    """A traced tail continues into an orphan segment that carries it on straight across a short gap.
+
+    After the trace, a segment of at least ``orphan_px`` that no head reached, with an end (anywhere) within
+    ``adopt_px`` of an end of a traced segment (away from the heads) and continuing it within ``adopt_turn_deg`` (both directions
+    and the chord, as :func:`_pair_across`), joins that sperm with whatever it leads to along the pairs. Greedy by
+    the smallest turn, repeated while it adds segments. Unlike the gap rule (``gap_px``: free ends only, before
+    the trace) it also takes ends at a crossing: the segmentation breaks tails mostly where they cross or fade,
+    so the continuation of a broken tail often starts at a crossing, where it was left unpaired. The turn is
+    stricter than ``max_turn_deg`` because the pieces are known to belong to nobody else yet, but may be another
+    sperm's tail. Updates ``owner`` and ``partners`` in place.
+    """
+    if opt.adopt_px <= 0 or opt.orphan_px <= 0:
+        return
+    min_cos = float(np.cos(np.deg2rad(opt.adopt_turn_deg)))
+    lengths = g["lengths"]
+    for k in range(4):  # an adopted piece can lead to the next one
+        tips = [e for e in g["tail_ends"] if owner[e[0]] > 0]
+        # the orphan's end may lie at a head: a tail cut by the head it runs over, continued beyond it
+        ends = g["tail_ends"] + [e for at_head in g["head_ends"].values() for e in at_head]
+        loose = [e for e in ends if owner[e[0]] == 0 and lengths[e[0]] >= opt.orphan_px and e[0] not in shared]
+        if not tips or not loose:
+            return
+        pairs = _pair_between(tips, loose, min_cos, opt.adopt_px)
+        if not pairs:
+            return
+        for j, (tip, piece) in enumerate(pairs):
+            if owner[piece]:  # taken by an earlier adoption of this round (through the pairs)
+                continue
+            node = ("adopt", k, j)
+            partners[node] = {tip: piece, piece: tip}
+            g["seg_nodes"].setdefault(tip, []).append(node)
+            g["seg_nodes"].setdefault(piece, []).append(node)
+            _claim(g, partners, owner, int(owner[tip]), piece, blocked)
+
+
+def _pair_between(
+    tips: list[tuple[int, np.ndarray, np.ndarray]],
+    loose: list[tuple[int, np.ndarray, np.ndarray]],
+    min_cos: float,
+    max_gap: float,
+) -> list[tuple[int, int]]:
+    """(tip segment, loose segment) pairs whose ends continue each other (:func:`_continuation`, one end from each
+    list), greedy by the smallest turn down to ``min_cos``, each segment at most once."""
+    cands = []
+    for tip in tips:
+        for piece in loose:
+            turn = _continuation(tip, piece, max_gap)
+            if turn is not None:
+                cands.append((turn, tip[0], piece[0]))
+    out: list[tuple[int, int]] = []
+    used: set[int] = set()
+    for turn, sa, sb in sorted(cands, key=lambda c: -c[0]):
+        if turn < min_cos:
+            break
+        if sa not in used and sb not in used:
+            used.update((sa, sb))
+            out.append((sa, sb))
+    return out
+
+
 def trace_tails(
     full: np.ndarray, seeds: np.ndarray, opt: Any, neck: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -404,30 +498,27 @@ def trace_tails(
     n_heads = int(seeds.max())
     start = _head_nodes(g, n_heads, opt, partners)
     _gap_nodes(g, opt, partners)
-    owner = np.zeros(g["n_seg"] + 1, np.int32)
-    blocked = set(start.values())
     # a segment that two heads start on runs from one head to the other (two tails meeting end to end without a
     # fork): neither takes it whole, the watershed below splits it between them
     shared = {s for s, n in Counter(start.values()).items() if n > 1} if opt.split_shared else set()
+    owner = np.zeros(g["n_seg"] + 1, np.int32)
+    blocked = set(start.values())
     for h, s0 in start.items():
-        if owner[s0] or s0 in shared:
-            continue
-        for s in _follow(s0, partners, g["seg_nodes"], blocked - {s0}):
-            # a segment ending at another head (not passing over it) is that head's business
-            passed = {n[1] for n in g["seg_nodes"].get(s, []) if isinstance(n, tuple) and n[0] == "head"}
-            if owner[s] == 0 and (s == s0 or not (g["seg_heads"][s] - {h} - passed)):
-                owner[s] = h
+        if not owner[s0] and s0 not in shared:
+            _claim(g, partners, owner, h, s0, blocked - {s0})
+    _adopt_orphans(g, partners, owner, blocked, shared, opt)
     # segments that no head reached: spurs (shorter than orphan_px) join the geodesically nearest sperm of their
     # component; longer ones (an unlabelled sperm's tail, a piece behind a failed continuation) are nobody's: given
     # to the nearest sperm they made it "too long". They get marker ids above the heads' so that the watershed
-    # still splits the pixels between them and the sperm. Components without a head are left to the caller.
+    # still splits the pixels between them and the sperm. Components no sperm reaches are left to the caller.
     orphan = (owner == 0) & (g["lengths"] >= opt.orphan_px) if opt.orphan_px > 0 else np.zeros(owner.size, bool)
     orphan[0] = False
     orphan[list(shared)] = False  # a segment between two heads is split between them
     if orphan.any():
+        # components that a sperm reaches (its head, or a traced or adopted segment); the others are the caller's
         comps, _ = ndi.label(full, structure=_EIGHT)
         headed = np.zeros(int(comps.max()) + 1, bool)
-        headed[np.unique(comps[seeds > 0])] = True
+        headed[np.unique(comps[(seeds > 0) | (owner[g["segments"]] > 0)])] = True
         headed[0] = False
         seg_comp = np.zeros(owner.size, np.int64)
         seg_comp[g["segments"][g["segments"] > 0]] = comps[g["segments"] > 0]
