@@ -93,8 +93,8 @@ class InstanceOptions:
     orphan_px: float = 20.0
     #: ... unless it continues a traced tail: an orphan segment with an end within this distance (px) of an end of
     #: a traced segment that it continues straight (within ``adopt_turn_deg``) joins that sperm (a tail broken where
-    #: it crosses another or fades; 20 spermparsing validation images: PQ 0.654 -> 0.670, GT1's own pixels on the
-    #: training images 0.850 -> 0.883). 0: off
+    #: it crosses another or fades; 20 spermparsing validation images: PQ 0.654 -> 0.672, GT1's own pixels on the
+    #: other training images 0.850 -> 0.874). 0: off
     adopt_px: float = 30.0
     #: largest turn (degrees) of such a continuation (stricter than ``max_turn_deg``: the piece may be another
     #: sperm's tail; 40 degrees already took unlabelled tails on the validation images)

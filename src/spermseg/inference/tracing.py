@@ -415,13 +415,13 @@ def _adopt_orphans(
     """A traced tail continues into an orphan segment that carries it on straight across a short gap.
 
     After the trace, a segment of at least ``orphan_px`` that no head reached, with an end (anywhere) within
-    ``adopt_px`` of an end of a traced segment (away from the heads) and continuing it within ``adopt_turn_deg`` (both directions
-    and the chord, as :func:`_pair_across`), joins that sperm with whatever it leads to along the pairs. Greedy by
-    the smallest turn, repeated while it adds segments. Unlike the gap rule (``gap_px``: free ends only, before
-    the trace) it also takes ends at a crossing: the segmentation breaks tails mostly where they cross or fade,
-    so the continuation of a broken tail often starts at a crossing, where it was left unpaired. The turn is
-    stricter than ``max_turn_deg`` because the pieces are known to belong to nobody else yet, but may be another
-    sperm's tail. Updates ``owner`` and ``partners`` in place.
+    ``adopt_px`` of an end of a traced segment (away from the heads) and continuing it within ``adopt_turn_deg``
+    (both directions and the chord, :func:`_continuation`), joins that sperm with whatever it leads to along the
+    pairs. Greedy by the smallest turn, repeated while it adds segments. Unlike the gap rule (``gap_px``: free
+    ends only, before the trace) it also takes ends at a crossing: the segmentation breaks tails mostly where they
+    cross or fade, so the continuation of a broken tail often starts at a crossing, where it was left unpaired.
+    The turn is stricter than ``max_turn_deg``: the piece belongs to no traced sperm, but may be the tail of one
+    the raters did not label. Updates ``owner`` and ``partners`` in place.
     """
     if opt.adopt_px <= 0 or opt.orphan_px <= 0:
         return
