@@ -454,22 +454,18 @@ def _pair_between(
     max_gap: float,
 ) -> list[tuple[int, int]]:
     """(tip segment, loose segment) pairs whose ends continue each other (:func:`_continuation`, one end from each
-    list), greedy by the smallest turn down to ``min_cos``, each segment at most once."""
+    list), greedy by the smallest turn down to ``min_cos`` (:func:`_greedy_pairs`), each segment at most once."""
+    a = np.array([e[1] for e in tips])
+    b = np.array([e[1] for e in loose])
+    near = np.hypot(*(a[:, None, :] - b[None, :, :]).transpose(2, 0, 1)) <= max_gap  # only these are scored
     cands = []
-    for tip in tips:
-        for piece in loose:
-            turn = _continuation(tip, piece, max_gap)
-            if turn is not None:
-                cands.append((turn, tip[0], piece[0]))
-    out: list[tuple[int, int]] = []
-    used: set[int] = set()
-    for turn, sa, sb in sorted(cands, key=lambda c: -c[0]):
-        if turn < min_cos:
-            break
-        if sa not in used and sb not in used:
-            used.update((sa, sb))
-            out.append((sa, sb))
-    return out
+    for i, j in zip(*np.nonzero(near)):
+        turn = _continuation(tips[i], loose[j], max_gap)
+        if turn is not None:
+            cands.append((turn, tips[i][0], loose[j][0]))
+    partner = _greedy_pairs(cands, min_cos)
+    tip_ids = {e[0] for e in tips}
+    return sorted((t, p) for t, p in partner.items() if t in tip_ids)
 
 
 def trace_tails(
