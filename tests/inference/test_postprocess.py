@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spermseg.data.labels import inscribed_radii, whole_sperm_scale
+from spermseg.data.labels import component_radii, inscribed_radii, thick_components, whole_sperm_scale
 from spermseg.inference.postprocess import DEMOTE, suppress_headless, with_whole_sperm
 
 
@@ -57,6 +57,28 @@ def test_inscribed_radii_of_hand_made_shapes() -> None:
     r = sorted(inscribed_radii(m).tolist())
     assert r == pytest.approx([2.0, 11.0], abs=0.05)
     assert inscribed_radii(np.zeros((5, 5), bool)).size == 0
+
+
+@pytest.mark.parametrize("radius", [0.5, 1.0, 2.0, 2.2, 2**0.5, 5**0.5, 13**0.5, 4.0, 6.37, 8.3])
+def test_the_erosion_finds_the_same_thick_pieces_as_the_exact_distance_transform(radius: float) -> None:
+    """The filter's erosion shortcut against scipy's exact Euclidean distance (an independent reference), radii
+    that are square roots of integers included (ties), pieces cut by the image border included."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(radius * 100))
+    for k in range(20):
+        smooth = ndimage.gaussian_filter(rng.random((48, 64)), rng.uniform(1.0, 3.5))
+        mask = smooth > np.quantile(smooth, rng.uniform(0.3, 0.7))
+        if k == 0:
+            mask[:] = True  # one piece that is the whole frame: the outside counts as foreground
+        lab, thick = thick_components(mask, radius)
+        dist = ndimage.distance_transform_edt(mask)  # scipy, too, counts no background outside the frame
+        ref = np.zeros_like(thick)
+        ref[np.unique(lab[dist.astype(np.float32) >= radius])] = True
+        ref[0] = False
+        assert np.array_equal(thick, ref), (radius, k)
+        assert np.array_equal(thick[1:], component_radii(mask)[1][1:] >= radius)
+    assert not thick_components(np.zeros((5, 5), bool), 2.0)[1].any()
 
 
 def test_whole_sperm_scale_separates_thick_heads_from_thin_tails_or_says_it_cannot() -> None:

