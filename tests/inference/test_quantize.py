@@ -53,6 +53,35 @@ def test_int8_export_keeps_metadata_and_stays_close_to_float(tmp_path: Path) -> 
     # stated tolerance: int8 activations (256 levels per tensor) move probabilities by ~1e-3 on average
     assert np.abs(got - ref).mean() < 0.02 and np.abs(got - ref).max() < 0.25
     assert not np.array_equal(got, ref)  # it really is another (quantized) graph
+    from spermseg.inference.onnx import _metadata
+
+    assert _metadata(q)["spermseg_int8_weight_bits"] == "7"  # reduce_range: no int16 saturation without VNNI
+
+
+def test_export_reports_int8_parity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """export --int8 measures the quantized model against the float one on this CPU and says so."""
+    _export_int8(tmp_path, 4, {"normalization": "minmax"}, 3)
+    assert "int8 parity on this CPU: mask IoU" in capsys.readouterr().out
+
+
+def test_int8_parity_flags_a_model_that_is_not_the_float_one(tmp_path: Path) -> None:
+    """The parity check is exact for the same graph and fails a graph that computes other masks."""
+    from spermseg.inference.onnx import export_onnx
+    from spermseg.inference.quantize import int8_parity
+
+    frames = [_frame(20 + i).astype(np.float32) / 255 for i in range(3)]
+    torch.manual_seed(0)
+    model = create_model("unet", width=4)
+    save_checkpoint(tmp_path / "r0" / "best", model, {"threshold": 0.5})
+    with torch.no_grad():  # the same network with its logits negated: every mask flips
+        model.head.weight.neg_()
+        model.head.bias.neg_()
+    save_checkpoint(tmp_path / "r1" / "best", model, {"threshold": 0.5})
+    paths = [export_onnx(tmp_path / f"r{k}", tmp_path / f"m{k}.onnx") for k in (0, 1)]
+    same = int8_parity(paths[0], paths[0], frames)
+    assert same["mean_abs"] == 0 and same["mask_iou"] == 1 and same["ok"] == 1
+    other = int8_parity(paths[0], paths[1], frames)
+    assert other["mean_abs"] > 0 and other["mask_iou"] < 0.95 and other["ok"] == 0
 
 
 def test_int8_without_calibration_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

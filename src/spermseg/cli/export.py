@@ -7,6 +7,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from spermseg.cli._common import positive_int
 from spermseg.errors import SpermsegError
@@ -46,13 +47,20 @@ def run(args: argparse.Namespace) -> int:
     if args.int8:
         from spermseg.data.io import read_image
         from spermseg.inference.predict import collect_inputs
-        from spermseg.inference.quantize import quantize_onnx
+        from spermseg.inference.quantize import int8_parity, quantize_onnx
         from spermseg.inference.video import is_video
 
         files = [f for f in collect_inputs([args.calibration]) if not is_video(f)]
         images = [read_image(f) for f in files[: args.calibration_count]]
         q = quantize_onnx(out, out.with_suffix(".int8.onnx"), images)
         print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB, int8, calibrated on {len(images)} images)")
+        parity = int8_parity(out, q, images)
+        print(f"int8 parity on this CPU: mask IoU {parity['mask_iou']:.4f}, mean |int8 - fp32| "
+              f"{parity['mean_abs']:.2e}, max {parity['max_abs']:.2e} (over the calibration images)")  # fmt: skip
+        if not parity["ok"]:
+            print(f"error: {q} is not faithful to the float model on this CPU; use {out} (fp32) instead",
+                  file=sys.stderr)  # fmt: skip
+            return 1
     if args.check:
         diff = parity_check(args.model, out)
         print(f"parity: max |onnx - torch| = {diff:.2e} over sizes 64x64, 70x90, 2x96x128")

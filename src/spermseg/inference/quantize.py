@@ -1,8 +1,11 @@
 """Static int8 quantization of an exported model (``spermseg export --int8``) with ONNX Runtime.
 
-Weights are quantized per channel (int8) and activations per tensor (uint8) in the QDQ format, with activation
-ranges calibrated on real frames (:func:`quantize_onnx`'s ``images``: a few dozen frames like the ones the model
-will see). The quantized file keeps the exported model's metadata (threshold, divisor, normalizations, the
+Weights are quantized per channel and activations per tensor (uint8) in the QDQ format, with activation ranges
+calibrated on real frames (:func:`quantize_onnx`'s ``images``: a few dozen frames like the ones the model will see).
+Weights use 7 of their 8 bits by default (``reduce_range``): ONNX Runtime's x86 kernels for uint8 x int8 without VNNI
+(AVX2, AVX-512 without VNNI) add pairs of products in int16 (``vpmaddubsw``), which saturates with full 8-bit weights:
+on an AVX2-only EPYC the fpn w16 student fell from AP 0.89 to 0.54. The file is meant to run on any machine, so it is
+written in the form that is exact on all of them; :func:`int8_parity` measures what it costs on the machine at hand. The quantized file keeps the exported model's metadata (threshold, divisor, normalizations, the
 whole-sperm radius), so ``predict --backend onnx`` uses it exactly like the float model. What it costs in
 accuracy is measured, not assumed: ``benchmarks/bench_predict.py`` and docs/inference.md.
 """
@@ -31,13 +34,17 @@ def _calibration_feeds(images: Sequence[np.ndarray], divisor: int) -> Iterator[d
         yield {"image": padded.numpy(), "valid": valid}
 
 
-def quantize_onnx(src: str | Path, out: str | Path, images: Sequence[np.ndarray]) -> Path:
+def quantize_onnx(
+    src: str | Path, out: str | Path, images: Sequence[np.ndarray], *, reduce_range: bool = True
+) -> Path:
     """Write an int8 (QDQ) copy of the exported model ``src`` to ``out``, calibrated on ``images``.
 
     Args:
         src: a ``.onnx`` file written by :func:`spermseg.inference.onnx.export_onnx`.
         out: the ``.onnx`` file to write (atomically).
         images: calibration frames, each (H, W) float32 in [0, 1] (raw, as ``predict`` reads them).
+        reduce_range: 7-bit weights, exact on CPUs without VNNI (see the module docstring); ``False`` keeps 8 bits,
+            which only VNNI CPUs (and ARM) compute without saturating.
 
     Returns:
         The path written.
@@ -74,13 +81,53 @@ def quantize_onnx(src: str | Path, out: str | Path, images: Sequence[np.ndarray]
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                reduce_range=reduce_range,
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises many types; the user needs one clear line
             raise SpermsegError(f"int8 quantization of {src} failed: {type(exc).__name__}: {exc}") from exc
         quantized = onnx.load(str(tmp))
         del quantized.metadata_props[:]
-        for key, value in {**meta, "spermseg_precision": "int8"}.items():
+        precision = {"spermseg_precision": "int8", "spermseg_int8_weight_bits": "7" if reduce_range else "8"}
+        for key, value in {**meta, **precision}.items():
             entry = quantized.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save_model(quantized, str(tmp))
     return out
+
+
+# The int8 model is accepted when its masks agree with the float model's this closely on the calibration frames:
+# IoU of the thresholded foregrounds (what predict writes) and the mean change of the soft mask (what AP ranks).
+PARITY_MIN_IOU = 0.95
+PARITY_MAX_MEAN_ABS = 0.01
+
+
+def int8_parity(float_path: str | Path, int8_path: str | Path, images: Sequence[np.ndarray]) -> dict[str, float]:
+    """How far the int8 model's masks are from the float model's, on this machine's ONNX Runtime kernels.
+
+    Args:
+        float_path: the exported float ``.onnx``.
+        int8_path: its quantized twin from :func:`quantize_onnx`.
+        images: frames to compare on, each (H, W) float32 in [0, 1] (the calibration frames will do).
+
+    Returns:
+        ``mean_abs`` and ``max_abs`` (|int8 - fp32| of the soft masks, over all pixels), ``mask_iou`` (IoU of the
+        two foregrounds at the exported threshold; 1.0 when both are empty) and ``ok`` (1.0 when within
+        ``PARITY_MIN_IOU`` and ``PARITY_MAX_MEAN_ABS``, else 0.0).
+    """
+    from spermseg.inference.onnx import onnx_backend, onnx_threshold
+
+    if not images:
+        raise SpermsegError("int8 parity needs frames to compare on: pass the calibration images")
+    threshold = onnx_threshold(float_path)
+    ref_fn, got_fn = onnx_backend(float_path), onnx_backend(int8_path)
+    abs_sum, n, worst, inter, union = 0.0, 0, 0.0, 0, 0
+    for img in images:
+        batch = np.ascontiguousarray(img, dtype=np.float32)[None]
+        ref, got = ref_fn(batch), got_fn(batch)
+        diff = np.abs(got - ref)
+        abs_sum, n, worst = abs_sum + float(diff.sum()), n + diff.size, max(worst, float(diff.max()))
+        a, b = ref >= threshold, got >= threshold
+        inter, union = inter + int((a & b).sum()), union + int((a | b).sum())
+    mean_abs, iou = abs_sum / n, (inter / union if union else 1.0)
+    ok = iou >= PARITY_MIN_IOU and mean_abs <= PARITY_MAX_MEAN_ABS
+    return {"mean_abs": mean_abs, "max_abs": worst, "mask_iou": iou, "ok": float(ok)}
