@@ -5,8 +5,9 @@ calibrated on real frames (:func:`quantize_onnx`'s ``images``: a few dozen frame
 Weights use 7 of their 8 bits by default (``reduce_range``): ONNX Runtime's x86 kernels for uint8 x int8 without VNNI
 (AVX2, AVX-512 without VNNI) add pairs of products in int16 (``vpmaddubsw``), which saturates with full 8-bit weights:
 on an AVX2-only EPYC the fpn w16 student fell from AP 0.89 to 0.54. The file is meant to run on any machine, so it is
-written in the form that is exact on all of them; :func:`int8_parity` measures what it costs on the machine at hand. The quantized file keeps the exported model's metadata (threshold, divisor, normalizations, the
-whole-sperm radius), so ``predict --backend onnx`` uses it exactly like the float model. What it costs in
+written in the form that is exact on all of them; :func:`int8_parity` measures what it costs on the machine at hand.
+The quantized file keeps the exported model's metadata (threshold, divisor, normalizations, the whole-sperm radius),
+so ``predict --backend onnx`` uses it exactly like the float model. What it costs in
 accuracy is measured, not assumed: ``benchmarks/bench_predict.py`` and docs/inference.md.
 """
 
@@ -34,9 +35,7 @@ def _calibration_feeds(images: Sequence[np.ndarray], divisor: int) -> Iterator[d
         yield {"image": padded.numpy(), "valid": valid}
 
 
-def quantize_onnx(
-    src: str | Path, out: str | Path, images: Sequence[np.ndarray], *, reduce_range: bool = True
-) -> Path:
+def quantize_onnx(src: str | Path, out: str | Path, images: Sequence[np.ndarray], *, reduce_range: bool = True) -> Path:
     """Write an int8 (QDQ) copy of the exported model ``src`` to ``out``, calibrated on ``images``.
 
     Args:
