@@ -79,9 +79,9 @@ def test_int8_parity_flags_a_model_that_is_not_the_float_one(tmp_path: Path) -> 
     save_checkpoint(tmp_path / "r1" / "best", model, {"threshold": 0.5})
     paths = [export_onnx(tmp_path / f"r{k}", tmp_path / f"m{k}.onnx") for k in (0, 1)]
     same = int8_parity(paths[0], paths[0], frames)
-    assert same["mean_abs"] == 0 and same["mask_iou"] == 1 and same["ok"] == 1
+    assert same.mean_abs == 0 and same.mask_iou == 1 and same.ok
     other = int8_parity(paths[0], paths[1], frames)
-    assert other["mean_abs"] > 0 and other["mask_iou"] < 0.95 and other["ok"] == 0
+    assert other.mean_abs > 0 and other.mask_iou < 0.95 and not other.ok
 
 
 def test_int8_without_calibration_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

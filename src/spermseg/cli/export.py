@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
         q = quantize_onnx(out, out.with_suffix(".int8.onnx"), images)
         print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB, int8, calibrated on {len(images)} images)")
         parity = int8_parity(out, q, images)
-        print(f"int8 parity on this CPU: mask IoU {parity['mask_iou']:.4f}, mean |int8 - fp32| "
-              f"{parity['mean_abs']:.2e}, max {parity['max_abs']:.2e} (over the calibration images)")  # fmt: skip
-        if not parity["ok"]:
+        print(f"int8 parity on this CPU: mask IoU {parity.mask_iou:.4f}, mean |int8 - fp32| "
+              f"{parity.mean_abs:.2e}, max {parity.max_abs:.2e} (over the calibration images)")  # fmt: skip
+        if not parity.ok:
             print(f"error: {q} is not faithful to the float model on this CPU; use {out} (fp32) instead",
                   file=sys.stderr)  # fmt: skip
             return 1
