@@ -5,8 +5,7 @@ result is on disk and resumed when it was interrupted, so the script can be run 
 
     spermseg reproduce --data ROOT --out OUT/repro --preset cpu --models att_unet,unet,fpn --seeds 0
         --steps base,ensembles --set ensemble_kinds=[ens_att_v2] --set selections=[E3] --set ensemble_seeds=[0]
-    spermseg bundle --base R/base/att_unet/minmax/s0 R/base/unet/minmax/s0 R/base/fpn/minmax/s0
-        --ensemble R/ensembles/ens_att_v2_E3/s0 --out OUT/teacher_e3             # R = OUT/repro/runs
+    spermseg bundle --ensemble R/ensembles/ens_att_v2_E3/s0 --out OUT/teacher_e3     # R = OUT/repro/runs
     spermseg distill --data ROOT --preset cpu --teacher OUT/teacher_e3 --student S --width W
         [--label-weight L] --cache OUT/teacher_cache --out OUT/student_S_wW[_lL]  # one per --students entry
     python benchmarks/bench_predict.py --only student --teacher OUT/teacher_e3 --student OUT/student_... --bases R/...
@@ -81,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                     "--seeds", "0", "--steps", "base,ensembles", "--set", "ensemble_kinds=[ens_att_v2]",
                     "--set", "selections=[E3]", "--set", "ensemble_seeds=[0]"], args.dry_run)  # fmt: skip
     if not (teacher / "bundle.json").is_file():
-        run(spermseg + ["bundle", "--base", *bases, "--ensemble", str(ensemble), "--out", str(teacher)], args.dry_run)
+        # no --base: bundle takes the base models from the ensemble's mask cache, in the order it was trained on
+        # (reproduce trains them in its own order, which need not be the order of --models)
+        run(spermseg + ["bundle", "--ensemble", str(ensemble), "--out", str(teacher)], args.dry_run)
     students = student_runs(out, args.students)
     for run_dir, flags in students:
         if (run_dir / "result.json").is_file():
